@@ -1,0 +1,55 @@
+//! Diffie-Hellman key pairs over the RFC 3526 group, with 320-bit secret exponents as libotr
+//! uses, and the shared secret serialized the way every OTR key derivation consumes it.
+
+use rand_core::CryptoRng;
+use zeroize::Zeroizing;
+
+use super::group::{Element, Exponent};
+
+/// Bits of a DH secret exponent (libotr: 40 random bytes).
+pub const SECRET_BITS: u32 = 320;
+
+/// An ephemeral DH key pair; the secret half is zeroized on drop.
+#[derive(Clone)]
+pub struct DhKeyPair {
+    secret: Exponent,
+    public: Element,
+}
+
+impl core::fmt::Debug for DhKeyPair {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("DhKeyPair").field("public", &self.public).finish_non_exhaustive()
+    }
+}
+
+impl DhKeyPair {
+    /// A fresh key pair from the caller's RNG.
+    pub fn generate(rng: &mut (impl CryptoRng + ?Sized)) -> Self {
+        let secret = Exponent::random(SECRET_BITS, rng);
+        let public = Element::generator_pow(&secret);
+        Self { secret, public }
+    }
+
+    /// Our public value g^x.
+    pub fn public(&self) -> &Element {
+        &self.public
+    }
+
+    /// The shared secret with `theirs`, as the OTR MPI encoding of g^xy.
+    pub fn shared_secret(&self, theirs: &Element) -> SharedSecret {
+        let s = theirs.pow(&self.secret);
+        let mut w = crate::wire::Writer::new();
+        w.mpi(&s.to_be_bytes());
+        SharedSecret(Zeroizing::new(w.into_vec()))
+    }
+}
+
+/// g^xy encoded as an MPI (length included), zeroized on drop.
+pub struct SharedSecret(Zeroizing<Vec<u8>>);
+
+impl SharedSecret {
+    /// The MPI bytes that key derivations hash.
+    pub fn mpi(&self) -> &[u8] {
+        &self.0
+    }
+}

@@ -1,0 +1,128 @@
+//! Data messages: building, authenticating and decrypting them with a [`KeyWindow`].
+
+use rand_core::CryptoRng;
+use zeroize::Zeroizing;
+
+use crate::crypto::group::{Element, MODULUS_BYTES};
+use crate::crypto::{self};
+use crate::keys::KeyWindow;
+use crate::message::{Header, kind};
+use crate::wire::{Reader, WireError, Writer};
+
+/// The flag asking the receiver not to complain if it cannot read the message.
+pub const FLAG_IGNORE_UNREADABLE: u8 = 0x01;
+
+/// Why an authentic-looking data message could not be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Unreadable {
+    /// The message names keys we do not hold (too old, or never existed).
+    #[error("the message uses keys this session does not hold")]
+    UnknownKeyId,
+    /// The MAC did not verify.
+    #[error("the message failed authentication")]
+    BadMac,
+    /// The counter did not increase: a replay or reordering beyond what OTR allows.
+    #[error("the message counter did not increase (replayed message)")]
+    Replayed,
+}
+
+/// A parsed (not yet authenticated) data message.
+#[derive(Debug)]
+pub struct DataMessage<'a> {
+    /// The header it came with.
+    pub header: Header,
+    /// Message flags.
+    pub flags: u8,
+    /// The sender's keyid.
+    pub sender_keyid: u32,
+    /// Our keyid the sender used.
+    pub recipient_keyid: u32,
+    /// The sender's next DH public value.
+    pub next_dh: Element,
+    /// Top half of the AES counter.
+    pub ctr: [u8; 8],
+    /// The encrypted plaintext.
+    pub encrypted: &'a [u8],
+    /// The MAC over everything from the header to the encrypted data.
+    pub mac: [u8; 20],
+    authenticated: &'a [u8],
+}
+
+impl<'a> DataMessage<'a> {
+    /// Parses a whole data message (header included).
+    ///
+    /// # Errors
+    /// [`WireError`] on any malformation, including a `next_dh` outside the group.
+    pub fn read(bytes: &'a [u8]) -> Result<Self, WireError> {
+        let mut r = Reader::new(bytes);
+        let header = Header::read(&mut r)?;
+        if header.kind != kind::DATA {
+            return Err(WireError::Invalid("not a data message"));
+        }
+        let flags = r.u8()?;
+        let sender_keyid = r.u32()?;
+        let recipient_keyid = r.u32()?;
+        let next_dh =
+            Element::from_bytes(r.mpi(MODULUS_BYTES)?).map_err(|_| WireError::Invalid("next DH value out of range"))?;
+        let ctr = r.array()?;
+        let encrypted = r.data()?;
+        let authenticated = r.consumed();
+        let mac = r.array()?;
+        let _revealed = r.data()?;
+        r.finish()?;
+        Ok(Self { header, flags, sender_keyid, recipient_keyid, next_dh, ctr, encrypted, mac, authenticated })
+    }
+
+    /// The flags byte of a v3 data message, read even if the rest is malformed.
+    pub fn peek_flags(bytes: &[u8]) -> Option<u8> {
+        let mut r = Reader::new(bytes);
+        let header = Header::read(&mut r).ok()?;
+        (header.kind == kind::DATA).then(|| r.u8().ok()).flatten()
+    }
+
+    /// Authenticates and decrypts with `window`, then rotates keys as the message says.
+    /// Returns the plaintext and the extra symmetric key of the pair it used.
+    ///
+    /// # Errors
+    /// [`Unreadable`] when the keys are unknown, the MAC fails or the counter is replayed;
+    /// the window is unchanged then.
+    pub fn open(
+        self,
+        window: &mut KeyWindow,
+        rng: &mut (impl CryptoRng + ?Sized),
+    ) -> Result<(Zeroizing<Vec<u8>>, Zeroizing<[u8; 32]>), Unreadable> {
+        let keys = window.receiving(self.sender_keyid, self.recipient_keyid).map_err(|_| Unreadable::UnknownKeyId)?;
+        crypto::verify_mac(&crypto::hmac_sha1(&keys.recv_mac, self.authenticated), &self.mac)
+            .map_err(|_| Unreadable::BadMac)?;
+        let ctr = u64::from_be_bytes(self.ctr);
+        if ctr <= keys.recv_ctr {
+            return Err(Unreadable::Replayed);
+        }
+        keys.recv_ctr = ctr;
+        keys.mark_recv_used();
+        let mut plain = Zeroizing::new(self.encrypted.to_vec());
+        crypto::aes128_ctr(&keys.recv_aes, self.ctr, &mut plain);
+        let extra = Zeroizing::new(keys.extra);
+        window.rotate(self.sender_keyid, self.recipient_keyid, self.next_dh, rng);
+        Ok((plain, extra))
+    }
+}
+
+/// Builds an encrypted data message carrying `plaintext` (message, NUL, TLVs). Returns the
+/// message bytes and the extra symmetric key of the pair used.
+pub fn seal(header: Header, flags: u8, window: &mut KeyWindow, plaintext: &[u8]) -> (Vec<u8>, Zeroizing<[u8; 32]>) {
+    let s = window.sending();
+    let mut w = Writer::new();
+    header.write(&mut w);
+    w.u8(flags).u32(s.sender_keyid).u32(s.recipient_keyid);
+    w.raw(&s.next_dh.to_mpi());
+    let ctr = s.keys.send_ctr.to_be_bytes();
+    w.raw(&ctr);
+    let mut enc = Zeroizing::new(plaintext.to_vec());
+    crypto::aes128_ctr(&s.keys.send_aes, ctr, &mut enc);
+    w.data(&enc);
+    let mac = crypto::hmac_sha1(&s.keys.send_mac, w.as_slice());
+    w.raw(&mac).data(&s.reveal);
+    (w.into_vec(), Zeroizing::new(s.keys.extra))
+}

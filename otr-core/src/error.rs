@@ -1,0 +1,49 @@
+//! Errors of the session API.
+
+use crate::ake::AkeError;
+use crate::data::Unreadable;
+use crate::wire::WireError;
+
+/// Why a received transport message was not accepted. The session stays usable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReceiveError {
+    /// The message is malformed.
+    #[error("malformed OTR message: {0}")]
+    Malformed(#[from] WireError),
+    /// An AKE message failed its checks and was ignored.
+    #[error("key exchange message rejected: {0}")]
+    Ake(#[from] AkeError),
+    /// A data message could not be read; the peer was told unless it asked us not to.
+    #[error("unreadable encrypted message: {0}")]
+    Unreadable(#[from] Unreadable),
+    /// An encrypted message arrived while no private conversation is established with that
+    /// instance. Start one (or wait for the peer's) and ask the peer to resend.
+    #[error("received an encrypted message, but there is no private conversation with the sender")]
+    NotPrivate,
+    /// The message was addressed to another instance (another client) of our account.
+    #[error("message addressed to another client of this account; ignored")]
+    OtherInstance,
+    /// The message uses a protocol version we do not speak or our policy does not allow.
+    #[error("OTR protocol version {0} is not allowed by policy or not supported")]
+    UnsupportedVersion(u16),
+    /// An encoded message of an unknown type.
+    #[error("unknown OTR message type {0:#04x}")]
+    UnknownType(u8),
+}
+
+/// Why a message could not be sent. Nothing was transmitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SendError {
+    /// The remote ended the private conversation. End it too (`end`) to send in plaintext,
+    /// or start a new private conversation.
+    #[error("the remote ended the private conversation; end it too or start a new one before sending")]
+    Finished,
+    /// Too many messages are waiting for the private conversation to start.
+    #[error("too many messages are waiting for the private conversation to start; wait or end it")]
+    QueueFull,
+    /// A message text contained a NUL character, which OTR cannot carry.
+    #[error("message contains a NUL character, which OTR cannot carry")]
+    ContainsNul,
+}

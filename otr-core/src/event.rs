@@ -1,0 +1,96 @@
+//! What a [`Session`](crate::Session) tells the application.
+
+use core::fmt;
+
+use crate::crypto::dsa::Fingerprint;
+use crate::instance::InstanceTag;
+
+/// A secure session id: both sides of one AKE see the same value, and people may compare it.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Ssid(pub [u8; 8]);
+
+/// 16 lower-case hex digits.
+impl fmt::Display for Ssid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for b in self.0 {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Ssid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Ssid({self})")
+    }
+}
+
+/// A caller-chosen monotonic time in milliseconds. The engine never reads a clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Timestamp(pub u64);
+
+impl Timestamp {
+    /// `ms` milliseconds later.
+    pub fn plus_millis(self, ms: u64) -> Self {
+        Self(self.0.saturating_add(ms))
+    }
+}
+
+/// A string to hand to the network, addressed to the remote account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    /// The transport message (an OTR message or a fragment of one, or plaintext).
+    pub message: String,
+}
+
+/// Something the application should act on or show.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// A private conversation began with `instance`, or was refreshed by a new AKE.
+    /// Show the fingerprint (and whether it is verified) and, optionally, the ssid.
+    Secure {
+        /// The remote instance.
+        instance: InstanceTag,
+        /// The remote's long-term key fingerprint, authenticated by the AKE.
+        fingerprint: Fingerprint,
+        /// The secure session id.
+        ssid: Ssid,
+        /// True when the conversation was already private (a new AKE refreshed its keys).
+        refreshed: bool,
+    },
+    /// A message for the user. `encrypted` says whether it arrived in a private conversation:
+    /// never show a plaintext message as private. Text may be HTML if the peer's client sends
+    /// HTML (libotr clients often do).
+    Message {
+        /// The remote instance for encrypted messages; `None` for plaintext.
+        instance: Option<InstanceTag>,
+        /// The text.
+        text: String,
+        /// Whether it arrived encrypted and authenticated.
+        encrypted: bool,
+    },
+    /// The remote ended the private conversation; sending is refused until the user ends it
+    /// too (and so returns to plaintext) or a new AKE completes.
+    RemoteEnded {
+        /// The remote instance.
+        instance: InstanceTag,
+    },
+    /// We ended the private conversation (or acknowledged the remote's end) with `instance`.
+    Ended {
+        /// The remote instance.
+        instance: InstanceTag,
+    },
+    /// A plaintext message arrived while the conversation is private or our policy requires
+    /// encryption. It is not a message of the private conversation; show it with a warning,
+    /// if at all.
+    UnencryptedReceived {
+        /// The text, whitespace tag removed.
+        text: String,
+    },
+    /// The remote sent an OTR error message.
+    ErrorReceived {
+        /// Its human-readable text (from the peer: untrusted).
+        text: String,
+    },
+}

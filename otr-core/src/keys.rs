@@ -1,0 +1,207 @@
+//! The sliding window of Diffie-Hellman keys that data messages use.
+//!
+//! We keep our two most recent key pairs (keyids `our_keyid - 1` and `our_keyid`) and the
+//! peer's two most recent public values (`their_keyid - 1` and `their_keyid`). Messages are
+//! sent with our older key (the newest the peer has acknowledged) and the peer's newest one,
+//! announcing our newest public value as `next_dh`. A received message that uses our newest
+//! key retires our oldest; one that uses the peer's newest introduces its `next_dh`. Keys of
+//! retired pairs whose MAC keys were used are revealed in the next message we send.
+//!
+//! Session keys are derived lazily: a pair nobody uses costs no exponentiation.
+
+use rand_core::CryptoRng;
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
+
+use crate::crypto::dh::DhKeyPair;
+use crate::crypto::group::Element;
+use crate::crypto::{self};
+
+/// The keys derived from one (our key pair, their public value) combination.
+#[derive(Zeroize, ZeroizeOnDrop)]
+pub struct SessionKeys {
+    /// AES-128 key for messages we send.
+    pub send_aes: [u8; 16],
+    /// HMAC-SHA1 key for messages we send.
+    pub send_mac: [u8; 20],
+    /// AES-128 key for messages we receive.
+    pub recv_aes: [u8; 16],
+    /// HMAC-SHA1 key for messages we receive.
+    pub recv_mac: [u8; 20],
+    /// The extra symmetric key of this pair.
+    pub extra: [u8; 32],
+    /// The top half of the last counter we sent.
+    pub send_ctr: u64,
+    /// The top half of the last counter we accepted.
+    pub recv_ctr: u64,
+    send_mac_used: bool,
+    recv_mac_used: bool,
+}
+
+impl SessionKeys {
+    /// Derives the keys of a pair: SHA-1(b ‖ MPI(s)) with b = 1 for the side whose public
+    /// value is larger, 2 for the other; the extra key is SHA-256(0xff ‖ MPI(s)).
+    pub fn derive(ours: &DhKeyPair, theirs: &Element) -> Self {
+        let s = ours.shared_secret(theirs);
+        let (send_byte, recv_byte) = if ours.public().value() > theirs.value() { (1u8, 2u8) } else { (2, 1) };
+        let half = |b: u8| {
+            let h = Zeroizing::new(crypto::sha1(&[&[b], s.mpi()]));
+            let mut k = [0u8; 16];
+            k.copy_from_slice(&h[..16]);
+            k
+        };
+        let send_aes = half(send_byte);
+        let recv_aes = half(recv_byte);
+        Self {
+            send_mac: crypto::sha1(&[&send_aes]),
+            recv_mac: crypto::sha1(&[&recv_aes]),
+            send_aes,
+            recv_aes,
+            extra: crypto::sha256(&[&[0xff], s.mpi()]),
+            send_ctr: 0,
+            recv_ctr: 0,
+            send_mac_used: false,
+            recv_mac_used: false,
+        }
+    }
+
+    /// Notes that the sending MAC key authenticated a message (so it is revealed later).
+    pub fn mark_send_used(&mut self) {
+        self.send_mac_used = true;
+    }
+
+    /// Notes that the receiving MAC key verified a message.
+    pub fn mark_recv_used(&mut self) {
+        self.recv_mac_used = true;
+    }
+}
+
+/// Why no keys exist for the keyids a message names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnknownKeyId;
+
+/// Index 0 = newest, 1 = previous; `sessions[ours][theirs]`.
+type Slot = Option<Box<SessionKeys>>;
+
+/// Our and the peer's current DH keys and the session keys between them.
+pub struct KeyWindow {
+    our_keyid: u32,
+    our: [DhKeyPair; 2],
+    their_keyid: u32,
+    their: [Option<Element>; 2],
+    sessions: [[Slot; 2]; 2],
+    reveal: Zeroizing<Vec<u8>>,
+}
+
+/// Everything needed to build one outgoing data message.
+pub struct Sending<'a> {
+    /// Our keyid (the older of our two keys).
+    pub sender_keyid: u32,
+    /// The peer's newest keyid.
+    pub recipient_keyid: u32,
+    /// Our newest public value, announced to the peer.
+    pub next_dh: &'a Element,
+    /// The keys of this pair (counter already advanced).
+    pub keys: &'a SessionKeys,
+    /// Old MAC keys to reveal (taken: they go out with this message).
+    pub reveal: Zeroizing<Vec<u8>>,
+}
+
+impl KeyWindow {
+    /// The window right after an AKE: our AKE key is keyid 1 and a fresh key is keyid 2.
+    pub fn after_ake(ake_dh: DhKeyPair, their_dh: Element, their_keyid: u32, rng: &mut (impl CryptoRng + ?Sized)) -> Self {
+        let next = DhKeyPair::generate(rng);
+        Self {
+            our_keyid: crate::ake::AKE_KEYID + 1,
+            our: [next, ake_dh],
+            their_keyid,
+            their: [Some(their_dh), None],
+            sessions: Default::default(),
+            reveal: Zeroizing::new(Vec::new()),
+        }
+    }
+
+    fn slot(&mut self, o: usize, t: usize) -> Option<&mut SessionKeys> {
+        if self.sessions[o][t].is_none() {
+            let theirs = self.their[t].as_ref()?;
+            self.sessions[o][t] = Some(Box::new(SessionKeys::derive(&self.our[o], theirs)));
+        }
+        self.sessions[o][t].as_deref_mut()
+    }
+
+    /// Keys for the next message we send; advances that pair's counter.
+    ///
+    /// # Panics
+    /// Never: the peer's newest value always exists once the window is built.
+    pub fn sending(&mut self) -> Sending<'_> {
+        let sender_keyid = self.our_keyid - 1;
+        let recipient_keyid = self.their_keyid;
+        let reveal = core::mem::take(&mut self.reveal);
+        self.slot(1, 0).expect("their newest key is always present");
+        let keys = self.sessions[1][0].as_deref_mut().expect("derived above");
+        keys.send_ctr += 1;
+        keys.mark_send_used();
+        Sending { sender_keyid, recipient_keyid, next_dh: self.our[0].public(), keys, reveal }
+    }
+
+    /// The keys a received message names, if we still hold them.
+    ///
+    /// # Errors
+    /// [`UnknownKeyId`] when either keyid is outside the window.
+    pub fn receiving(&mut self, sender_keyid: u32, recipient_keyid: u32) -> Result<&mut SessionKeys, UnknownKeyId> {
+        let o = self.our_keyid.checked_sub(recipient_keyid).filter(|&d| d < 2 && recipient_keyid > 0);
+        let t = self.their_keyid.checked_sub(sender_keyid).filter(|&d| d < 2 && sender_keyid > 0);
+        match (o, t) {
+            (Some(o), Some(t)) => self.slot(o as usize, t as usize).ok_or(UnknownKeyId),
+            _ => Err(UnknownKeyId),
+        }
+    }
+
+    /// After a message authenticated: rotate our keys if it used our newest, and take its
+    /// `next_dh` if it used the peer's newest.
+    pub fn rotate(&mut self, sender_keyid: u32, recipient_keyid: u32, next_dh: Element, rng: &mut (impl CryptoRng + ?Sized)) {
+        if recipient_keyid == self.our_keyid {
+            let a = self.sessions[1][0].take();
+            let b = self.sessions[1][1].take();
+            self.reveal_used(a);
+            self.reveal_used(b);
+            self.sessions.swap(0, 1);
+            let fresh = DhKeyPair::generate(rng);
+            let newest = core::mem::replace(&mut self.our[0], fresh);
+            self.our[1] = newest;
+            self.our_keyid += 1;
+        }
+        if sender_keyid == self.their_keyid {
+            let t0 = self.sessions[0][1].take();
+            let t1 = self.sessions[1][1].take();
+            self.reveal_used(t0);
+            self.reveal_used(t1);
+            for row in &mut self.sessions {
+                row.swap(0, 1);
+            }
+            let old = core::mem::replace(&mut self.their[0], Some(next_dh));
+            self.their[1] = old;
+            self.their_keyid += 1;
+        }
+    }
+
+    fn reveal_used(&mut self, keys: Slot) {
+        if let Some(k) = keys {
+            if k.recv_mac_used {
+                self.reveal.extend_from_slice(&k.recv_mac);
+            }
+            if k.send_mac_used {
+                self.reveal.extend_from_slice(&k.send_mac);
+            }
+        }
+    }
+
+    /// Our newest keyid (for diagnostics).
+    pub fn our_keyid(&self) -> u32 {
+        self.our_keyid
+    }
+
+    /// The peer's newest keyid (for diagnostics).
+    pub fn their_keyid(&self) -> u32 {
+        self.their_keyid
+    }
+}

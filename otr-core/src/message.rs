@@ -1,0 +1,274 @@
+//! What a transport message is: an encoded OTR message (`?OTR:…base64….`), a query, an OTR
+//! error, or plaintext that may carry a whitespace tag; and the 11-byte v3 header.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
+use base64::engine::DecodePaddingMode;
+
+use crate::instance::InstanceTag;
+use crate::wire::{Reader, WireError, Writer};
+
+/// Protocol version 3.
+pub const VERSION_3: u16 = 3;
+
+/// Message type bytes.
+pub mod kind {
+    /// D-H Commit.
+    pub const DH_COMMIT: u8 = 0x02;
+    /// Data message.
+    pub const DATA: u8 = 0x03;
+    /// D-H Key.
+    pub const DH_KEY: u8 = 0x0a;
+    /// Reveal Signature.
+    pub const REVEAL_SIGNATURE: u8 = 0x11;
+    /// Signature.
+    pub const SIGNATURE: u8 = 0x12;
+}
+
+/// Most bytes an encoded message may decode to (a guard against absurd inputs; libotr has
+/// no limit, real messages are far smaller than this).
+pub const MAX_ENCODED_LEN: usize = 1 << 20;
+
+const ENCODED_PREFIX: &str = "?OTR:";
+const ERROR_PREFIX: &str = "?OTR Error:";
+const FRAGMENT_PREFIX: &str = "?OTR|";
+
+/// The 16-byte base whitespace tag, followed by one 8-byte tag per offered version.
+pub const WHITESPACE_BASE: &[u8; 16] = b" \t  \t\t\t\t \t \t \t  ";
+/// The whitespace tag that offers version 1.
+pub const WHITESPACE_V1: &[u8; 8] = b" \t \t  \t ";
+/// The whitespace tag that offers version 2.
+pub const WHITESPACE_V2: &[u8; 8] = b"  \t\t  \t ";
+/// The whitespace tag that offers version 3.
+pub const WHITESPACE_V3: &[u8; 8] = b"  \t\t  \t\t";
+
+const B64: GeneralPurpose = GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
+
+/// The OTR versions a query or whitespace tag offers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Versions {
+    /// Version 1 (obsolete; never spoken by this crate).
+    pub v1: bool,
+    /// Version 2.
+    pub v2: bool,
+    /// Version 3.
+    pub v3: bool,
+}
+
+/// A transport message, classified.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Incoming {
+    /// `?OTR:…` decoded from base64.
+    Encoded(Vec<u8>),
+    /// A v3 fragment `?OTR|…`; kept whole for the reassembler.
+    Fragment(String),
+    /// A query message offering these versions.
+    Query(Versions),
+    /// An OTR error message with its human-readable text.
+    Error(String),
+    /// Anything else: plaintext, with the whitespace tag (if any) stripped.
+    Plain {
+        /// The text without the tag.
+        text: String,
+        /// The versions the tag offered, if there was a tag.
+        tag: Option<Versions>,
+    },
+}
+
+/// Classifies a transport message.
+///
+/// # Errors
+/// [`WireError::BadBase64`] when an `?OTR:` envelope does not decode, [`WireError::TooLong`]
+/// when it is larger than [`MAX_ENCODED_LEN`].
+pub fn classify(msg: &str) -> Result<Incoming, WireError> {
+    if let Some(pos) = msg.find(ENCODED_PREFIX) {
+        let rest = &msg[pos + ENCODED_PREFIX.len()..];
+        let end = rest.find('.').ok_or(WireError::BadBase64)?;
+        let b64 = &rest[..end];
+        if b64.len() / 4 * 3 > MAX_ENCODED_LEN {
+            return Err(WireError::TooLong);
+        }
+        return B64.decode(b64).map(Incoming::Encoded).map_err(|_| WireError::BadBase64);
+    }
+    if msg.starts_with(FRAGMENT_PREFIX) {
+        return Ok(Incoming::Fragment(msg.to_owned()));
+    }
+    if let Some(pos) = msg.find(ERROR_PREFIX) {
+        let text = msg[pos + ERROR_PREFIX.len()..].trim_start().to_owned();
+        return Ok(Incoming::Error(text));
+    }
+    if let Some(v) = parse_query(msg) {
+        return Ok(Incoming::Query(v));
+    }
+    let (text, tag) = strip_whitespace_tag(msg);
+    Ok(Incoming::Plain { text, tag })
+}
+
+/// Finds a query (`?OTR?`, `?OTRv23?`, `?OTR?v2?`) anywhere in `msg`.
+fn parse_query(msg: &str) -> Option<Versions> {
+    let mut search = msg;
+    while let Some(pos) = search.find("?OTR") {
+        let rest = &search[pos + 4..];
+        let mut v = Versions::default();
+        let after_v = if let Some(r) = rest.strip_prefix('?') {
+            v.v1 = true;
+            match r.strip_prefix('v') {
+                Some(r) => r,
+                None => return Some(v),
+            }
+        } else if let Some(r) = rest.strip_prefix('v') {
+            r
+        } else {
+            search = rest;
+            continue;
+        };
+        // Version digits up to the closing '?'; other characters are unknown versions.
+        let close = after_v.find('?')?;
+        for c in after_v[..close].chars() {
+            match c {
+                '2' => v.v2 = true,
+                '3' => v.v3 = true,
+                _ => {}
+            }
+        }
+        return Some(v);
+    }
+    None
+}
+
+/// Removes a whitespace tag and reports the versions it offered.
+fn strip_whitespace_tag(msg: &str) -> (String, Option<Versions>) {
+    let bytes = msg.as_bytes();
+    let Some(start) = bytes.windows(WHITESPACE_BASE.len()).position(|w| w == WHITESPACE_BASE) else {
+        return (msg.to_owned(), None);
+    };
+    let mut v = Versions::default();
+    let mut end = start + WHITESPACE_BASE.len();
+    while let Some(chunk) = bytes.get(end..end + 8) {
+        match chunk {
+            c if c == WHITESPACE_V1 => v.v1 = true,
+            c if c == WHITESPACE_V2 => v.v2 = true,
+            c if c == WHITESPACE_V3 => v.v3 = true,
+            c if c.iter().all(|&b| b == b' ' || b == b'\t') => {}
+            _ => break,
+        }
+        end += 8;
+    }
+    // The tag is pure ASCII whitespace, so both cut points are character boundaries.
+    let text = format!("{}{}", &msg[..start], &msg[end..]);
+    (text, Some(v))
+}
+
+/// The whitespace tag offering exactly version 3 (and v2 when `v2` is set).
+pub fn whitespace_tag(v2: bool) -> String {
+    let mut s = String::from_utf8_lossy(WHITESPACE_BASE).into_owned();
+    if v2 {
+        s.push_str(&String::from_utf8_lossy(WHITESPACE_V2));
+    }
+    s.push_str(&String::from_utf8_lossy(WHITESPACE_V3));
+    s
+}
+
+/// A query message offering v3 (and v2 when `v2` is set), with an explanation for people
+/// whose client does not speak OTR. The explanation is HTML, as libotr's is.
+pub fn query_message(account: &str, v2: bool) -> String {
+    let tag = if v2 { "?OTRv23?" } else { "?OTRv3?" };
+    format!(
+        "{tag}\n<b>{}</b> has requested an Off-the-Record private conversation, but your client \
+         does not support it. See https://otr.cypherpunks.ca/ for more information.",
+        html_escape(account)
+    )
+}
+
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}
+
+/// An OTR error message carrying `text` for the remote user.
+pub fn error_message(text: &str) -> String {
+    format!("{ERROR_PREFIX} {text}")
+}
+
+/// Wraps raw message bytes in the `?OTR:…base64….` envelope.
+pub fn encode_envelope(bytes: &[u8]) -> String {
+    format!("{ENCODED_PREFIX}{}.", B64.encode(bytes))
+}
+
+/// The v3 header of every encoded message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    /// Protocol version (3).
+    pub version: u16,
+    /// Message type byte (see [`kind`]).
+    pub kind: u8,
+    /// The sender's instance tag.
+    pub sender: u32,
+    /// The receiver's instance tag (0 only in a D-H Commit sent before we know it).
+    pub receiver: u32,
+}
+
+impl Header {
+    /// Reads the protocol version, type and (for v3) the instance tags.
+    ///
+    /// # Errors
+    /// [`WireError::Truncated`], or [`WireError::Invalid`] for a version other than 3.
+    pub fn read(r: &mut Reader<'_>) -> Result<Self, WireError> {
+        let version = r.u16()?;
+        let kind = r.u8()?;
+        if version != VERSION_3 {
+            return Err(WireError::Invalid("unsupported protocol version"));
+        }
+        let sender = r.u32()?;
+        let receiver = r.u32()?;
+        Ok(Self { version, kind, sender, receiver })
+    }
+
+    /// A v3 header from `sender` to `receiver` (None: not known yet, encoded as 0).
+    pub fn v3(kind: u8, sender: InstanceTag, receiver: Option<InstanceTag>) -> Self {
+        Self { version: VERSION_3, kind, sender: sender.get(), receiver: receiver.map_or(0, InstanceTag::get) }
+    }
+
+    /// Writes the header.
+    pub fn write(&self, w: &mut Writer) {
+        w.u16(self.version).u8(self.kind).u32(self.sender).u32(self.receiver);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_queries() {
+        let q = |s| match classify(s) {
+            Ok(Incoming::Query(v)) => v,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(q("?OTRv3?"), Versions { v1: false, v2: false, v3: true });
+        assert_eq!(q("hi ?OTRv23? there"), Versions { v1: false, v2: true, v3: true });
+        assert_eq!(q("?OTR?v2?"), Versions { v1: true, v2: true, v3: false });
+        assert_eq!(q("?OTR?"), Versions { v1: true, v2: false, v3: false });
+        assert_eq!(q(&query_message("a<b>", false)), Versions { v3: true, ..Default::default() });
+    }
+
+    #[test]
+    fn strips_whitespace_tags() {
+        let msg = format!("hello{}", whitespace_tag(false));
+        assert_eq!(
+            classify(&msg),
+            Ok(Incoming::Plain { text: "hello".into(), tag: Some(Versions { v3: true, ..Default::default() }) })
+        );
+        assert_eq!(classify("plain"), Ok(Incoming::Plain { text: "plain".into(), tag: None }));
+    }
+
+    #[test]
+    fn envelopes_and_errors() {
+        assert_eq!(classify(&encode_envelope(b"\x00\x03\x02")), Ok(Incoming::Encoded(vec![0, 3, 2])));
+        assert_eq!(classify("?OTR:!!!."), Err(WireError::BadBase64));
+        assert_eq!(classify("?OTR:AAAA"), Err(WireError::BadBase64));
+        assert_eq!(classify("?OTR Error: oops"), Ok(Incoming::Error("oops".into())));
+    }
+}

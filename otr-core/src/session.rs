@@ -1,0 +1,470 @@
+//! The [`Session`]: one local account talking to one remote account, over any transport.
+
+use std::collections::VecDeque;
+
+use rand_core::CryptoRng;
+use zeroize::Zeroizing;
+
+use crate::ake::{Ake, AkePhase, Established};
+use crate::crypto::dsa::{DsaKeyPair, DsaPublicKey};
+use crate::data::{self, DataMessage, FLAG_IGNORE_UNREADABLE};
+use crate::error::{ReceiveError, SendError};
+use crate::event::{Event, Ssid, Timestamp, Transmit};
+use crate::instance::InstanceTag;
+use crate::keys::KeyWindow;
+use crate::message::{self, Header, Incoming, Versions, kind};
+use crate::policy::Policy;
+use crate::tlv::{self, Tlv};
+use crate::wire::{Reader, WireError};
+
+/// Most messages held while waiting for a private conversation.
+const MAX_HELD: usize = 100;
+
+/// What we tell a peer whose encrypted message we could not read.
+const ERR_UNREADABLE: &str = "The encrypted message received could not be read. Please resend it.";
+/// What we tell a peer whose encrypted message was malformed.
+const ERR_MALFORMED: &str = "The encrypted message received was malformed.";
+/// What we tell a peer that sent encrypted data outside a private conversation.
+const ERR_NOT_PRIVATE: &str = "The encrypted message received could not be read: there is no private conversation.";
+
+/// How a session is set up.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// Our account name (shown to the peer in query messages).
+    pub account: String,
+    /// When to offer, start and require encryption.
+    pub policy: Policy,
+    /// Our instance tag; keep it stable for an account across restarts if possible.
+    pub instance_tag: InstanceTag,
+}
+
+/// How [`Session::send`] handled a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Sent {
+    /// Sent encrypted in the private conversation.
+    Encrypted,
+    /// Sent as plaintext (policy allows it and no private conversation exists).
+    Plaintext,
+    /// Held: it will be sent encrypted as soon as the private conversation starts (a query
+    /// went out, or an AKE is already under way). Nothing left in plaintext.
+    Held,
+}
+
+/// The message state of one remote instance.
+enum MsgState {
+    Plaintext,
+    Encrypted(Box<Private>),
+    Finished,
+}
+
+/// An established private conversation.
+struct Private {
+    keys: KeyWindow,
+    ssid: Ssid,
+    their_key: DsaPublicKey,
+}
+
+/// Our state towards one remote instance (one client of the remote account).
+struct Instance {
+    tag: InstanceTag,
+    ake: Ake,
+    state: MsgState,
+    last_active: Timestamp,
+}
+
+impl Instance {
+    fn rank(&self) -> u8 {
+        match self.state {
+            MsgState::Encrypted(_) => 2,
+            MsgState::Finished => 1,
+            MsgState::Plaintext => 0,
+        }
+    }
+}
+
+/// Whether we have offered OTR with a whitespace tag and how the peer reacted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Offer {
+    NotSent,
+    Sent,
+    Rejected,
+    Accepted,
+}
+
+/// An OTR conversation between our account and one remote account (all its instances).
+///
+/// Sans-IO: feed it transport messages with [`receive`](Self::receive) and user actions with
+/// [`send`](Self::send), [`start`](Self::start) and [`end`](Self::end); then drain
+/// [`poll_transmit`](Self::poll_transmit) (strings for the network, in order) and
+/// [`poll_event`](Self::poll_event) (what to show the user). Time and randomness come from
+/// the caller, so a run with a seeded RNG and a fake clock replays exactly.
+///
+/// ```
+/// # use otr_core::*;
+/// # use rand_chacha::ChaCha20Rng; use rand_core::SeedableRng;
+/// let mut rng = ChaCha20Rng::seed_from_u64(1);
+/// let now = Timestamp(0);
+/// let mut alice = Session::new(SessionConfig { account: "alice".into(), policy: Policy::MANUAL,
+///     instance_tag: InstanceTag::random(&mut rng) }, DsaKeyPair::generate(&mut rng));
+/// let mut bob = Session::new(SessionConfig { account: "bob".into(), policy: Policy::MANUAL,
+///     instance_tag: InstanceTag::random(&mut rng) }, DsaKeyPair::generate(&mut rng));
+/// alice.start(now);
+/// // Route messages until both sides are quiet.
+/// loop {
+///     let mut moved = false;
+///     while let Some(t) = alice.poll_transmit() { bob.receive(now, &t.message, &mut rng).unwrap(); moved = true; }
+///     while let Some(t) = bob.poll_transmit() { alice.receive(now, &t.message, &mut rng).unwrap(); moved = true; }
+///     if !moved { break; }
+/// }
+/// assert!(matches!(alice.poll_event(), Some(Event::Secure { .. })));
+/// alice.send(now, "hola", &mut rng).unwrap();
+/// let wire = alice.poll_transmit().unwrap();
+/// bob.receive(now, &wire.message, &mut rng).unwrap();
+/// # let _ = bob.poll_event();
+/// assert!(matches!(bob.poll_event(), Some(Event::Message { encrypted: true, .. })));
+/// ```
+pub struct Session {
+    config: SessionConfig,
+    identity: DsaKeyPair,
+    /// The AKE we started by answering a query or tag, before knowing the peer's instance.
+    master: Ake,
+    instances: Vec<Instance>,
+    outgoing: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+    held: VecDeque<Zeroizing<String>>,
+    offer: Offer,
+}
+
+impl Session {
+    /// A session for `config.account` with long-term key `identity`.
+    pub fn new(config: SessionConfig, identity: DsaKeyPair) -> Self {
+        Self {
+            config,
+            identity,
+            master: Ake::default(),
+            instances: Vec::new(),
+            outgoing: VecDeque::new(),
+            events: VecDeque::new(),
+            held: VecDeque::new(),
+            offer: Offer::NotSent,
+        }
+    }
+
+    /// Our instance tag.
+    pub fn instance_tag(&self) -> InstanceTag {
+        self.config.instance_tag
+    }
+
+    /// Our long-term key.
+    pub fn identity(&self) -> &DsaKeyPair {
+        &self.identity
+    }
+
+    /// The policy in force.
+    pub fn policy(&self) -> Policy {
+        self.config.policy
+    }
+
+    /// Whether the conversation with the best instance is private, and with whom.
+    pub fn private_with(&self) -> Option<(InstanceTag, &DsaPublicKey, Ssid)> {
+        match &self.best()?.state {
+            MsgState::Encrypted(p) => Some((self.best()?.tag, &p.their_key, p.ssid)),
+            _ => None,
+        }
+    }
+
+    /// The next transport message to send, in order.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.outgoing.pop_front()
+    }
+
+    /// The next event for the application.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) should next be called (none pending yet).
+    pub fn poll_timeout(&self) -> Option<Timestamp> {
+        None
+    }
+
+    /// Lets time-based work happen; calling it early is harmless.
+    pub fn handle_timeout(&mut self, _now: Timestamp) {}
+
+    /// Asks the peer to start a private conversation (sends an OTR query message).
+    pub fn start(&mut self, _now: Timestamp) {
+        let q = message::query_message(&self.config.account, false);
+        self.outgoing.push_back(Transmit { message: q });
+    }
+
+    /// Ends the private conversation with every instance: each encrypted one is told with a
+    /// "disconnected" TLV. Afterwards the session is in plaintext; messages held for the
+    /// private conversation are dropped.
+    pub fn end(&mut self, now: Timestamp, rng: &mut (impl CryptoRng + ?Sized)) {
+        let _ = rng;
+        self.master.reset();
+        self.held.clear();
+        for i in 0..self.instances.len() {
+            let disconnect = tlv::join_plaintext(b"", &[Tlv::new(tlv::kind::DISCONNECTED, Vec::new())]);
+            let inst = &mut self.instances[i];
+            inst.ake.reset();
+            let was = core::mem::replace(&mut inst.state, MsgState::Plaintext);
+            let tag = inst.tag;
+            match was {
+                MsgState::Encrypted(mut p) => {
+                    self.send_data(tag, &mut p, FLAG_IGNORE_UNREADABLE, &disconnect);
+                    self.events.push_back(Event::Ended { instance: tag });
+                }
+                MsgState::Finished => self.events.push_back(Event::Ended { instance: tag }),
+                MsgState::Plaintext => {}
+            }
+            let _ = now;
+        }
+    }
+
+    /// Sends a message typed by the user.
+    ///
+    /// # Errors
+    /// [`SendError`] when the state or policy refuses it; nothing is transmitted then.
+    pub fn send(&mut self, now: Timestamp, text: &str, rng: &mut (impl CryptoRng + ?Sized)) -> Result<Sent, SendError> {
+        let _ = rng;
+        if text.contains('\0') {
+            return Err(SendError::ContainsNul);
+        }
+        let target = self.best_index();
+        if let Some(i) = target {
+            match &mut self.instances[i].state {
+                MsgState::Finished => return Err(SendError::Finished),
+                MsgState::Encrypted(_) => {
+                    let plain = Zeroizing::new(tlv::join_plaintext(text.as_bytes(), &[]));
+                    self.instances[i].last_active = now;
+                    self.send_to_instance(i, 0, &plain);
+                    return Ok(Sent::Encrypted);
+                }
+                MsgState::Plaintext => {}
+            }
+        }
+        let ake_running =
+            self.master.phase() != AkePhase::None || self.instances.iter().any(|i| i.ake.phase() != AkePhase::None);
+        let require = self.config.policy.contains(Policy::REQUIRE_ENCRYPTION);
+        if require || ake_running {
+            if self.held.len() >= MAX_HELD {
+                return Err(SendError::QueueFull);
+            }
+            self.held.push_back(Zeroizing::new(text.to_owned()));
+            if require && !ake_running {
+                self.start(now);
+            }
+            return Ok(Sent::Held);
+        }
+        let mut out = text.to_owned();
+        if self.config.policy.contains(Policy::SEND_WHITESPACE_TAG)
+            && self.config.policy.contains(Policy::ALLOW_V3)
+            && matches!(self.offer, Offer::NotSent | Offer::Sent)
+        {
+            out.push_str(&message::whitespace_tag(false));
+            self.offer = Offer::Sent;
+        }
+        self.outgoing.push_back(Transmit { message: out });
+        Ok(Sent::Plaintext)
+    }
+
+    /// Handles a transport message from the remote account.
+    ///
+    /// # Errors
+    /// [`ReceiveError`] when the message is malformed, unreadable or not for us. The session
+    /// stays usable; where OTR says so, an error message was queued for the peer.
+    pub fn receive(&mut self, now: Timestamp, msg: &str, rng: &mut (impl CryptoRng + ?Sized)) -> Result<(), ReceiveError> {
+        match message::classify(msg)? {
+            Incoming::Encoded(bytes) => self.on_encoded(now, &bytes, rng),
+            Incoming::Fragment(_) => Err(WireError::Invalid("fragmented messages are not supported yet").into()),
+            Incoming::Query(v) => {
+                self.on_offer(v, rng);
+                Ok(())
+            }
+            Incoming::Error(text) => {
+                self.events.push_back(Event::ErrorReceived { text });
+                if self.config.policy.contains(Policy::ERROR_START_AKE) {
+                    self.start(now);
+                }
+                Ok(())
+            }
+            Incoming::Plain { text, tag } => {
+                self.on_plain(text, tag, rng);
+                Ok(())
+            }
+        }
+    }
+
+    fn on_offer(&mut self, v: Versions, rng: &mut (impl CryptoRng + ?Sized)) {
+        if v.v3 && self.config.policy.contains(Policy::ALLOW_V3) {
+            self.offer = Offer::Accepted;
+            let commit = self.master.start(rng);
+            self.send_encoded(Header::v3(commit.kind, self.config.instance_tag, None), &commit.body);
+        }
+    }
+
+    fn on_plain(&mut self, text: String, tag: Option<Versions>, rng: &mut (impl CryptoRng + ?Sized)) {
+        match tag {
+            Some(v) if self.config.policy.contains(Policy::WHITESPACE_START_AKE) => self.on_offer(v, rng),
+            Some(_) => {}
+            None if self.offer == Offer::Sent => self.offer = Offer::Rejected,
+            None => {}
+        }
+        if text.is_empty() {
+            return;
+        }
+        let private = self.instances.iter().any(|i| !matches!(i.state, MsgState::Plaintext));
+        if private || self.config.policy.contains(Policy::REQUIRE_ENCRYPTION) {
+            self.events.push_back(Event::UnencryptedReceived { text });
+        } else {
+            self.events.push_back(Event::Message { instance: None, text, encrypted: false });
+        }
+    }
+
+    fn on_encoded(&mut self, now: Timestamp, bytes: &[u8], rng: &mut (impl CryptoRng + ?Sized)) -> Result<(), ReceiveError> {
+        let mut r = Reader::new(bytes);
+        let version = r.u16()?;
+        if version != message::VERSION_3 || !self.config.policy.contains(Policy::ALLOW_V3) {
+            return Err(ReceiveError::UnsupportedVersion(version));
+        }
+        let mut r = Reader::new(bytes);
+        let header = Header::read(&mut r)?;
+        let sender = InstanceTag::new(header.sender).ok_or(WireError::Invalid("sender instance tag below 0x100"))?;
+        let ours = self.config.instance_tag.get();
+        let addressed = header.receiver == ours || (header.kind == kind::DH_COMMIT && header.receiver == 0);
+        if !addressed {
+            return Err(ReceiveError::OtherInstance);
+        }
+        let i = self.instance_index(sender, now);
+        self.instances[i].last_active = now;
+        match header.kind {
+            kind::DATA => self.on_data(i, bytes, rng),
+            kind::DH_COMMIT | kind::DH_KEY | kind::REVEAL_SIGNATURE | kind::SIGNATURE => {
+                self.on_ake(i, header.kind, &bytes[r.position()..], rng)
+            }
+            other => Err(ReceiveError::UnknownType(other)),
+        }
+    }
+
+    fn instance_index(&mut self, tag: InstanceTag, now: Timestamp) -> usize {
+        if let Some(i) = self.instances.iter().position(|i| i.tag == tag) {
+            return i;
+        }
+        self.instances.push(Instance { tag, ake: Ake::default(), state: MsgState::Plaintext, last_active: now });
+        self.instances.len() - 1
+    }
+
+    fn on_ake(&mut self, i: usize, msg_kind: u8, body: &[u8], rng: &mut (impl CryptoRng + ?Sized)) -> Result<(), ReceiveError> {
+        let inst = &mut self.instances[i];
+        // A D-H Key answering the commit we sent before we knew this instance (and a commit
+        // crossing it) continue from that commit's state.
+        let continues_master = match msg_kind {
+            kind::DH_KEY => inst.ake.phase() != AkePhase::AwaitingDhKey,
+            kind::DH_COMMIT => inst.ake.phase() == AkePhase::None,
+            _ => false,
+        };
+        if continues_master {
+            if let Some(copy) = self.master.clone_awaiting_dh_key() {
+                inst.ake = copy;
+            }
+        }
+        let step = inst.ake.handle(msg_kind, body, &self.identity, rng)?;
+        let tag = inst.tag;
+        if let Some(reply) = step.reply {
+            self.send_encoded(Header::v3(reply.kind, self.config.instance_tag, Some(tag)), &reply.body);
+        }
+        if let Some(est) = step.established {
+            self.go_secure(i, est, rng);
+        }
+        Ok(())
+    }
+
+    fn go_secure(&mut self, i: usize, est: Established, rng: &mut (impl CryptoRng + ?Sized)) {
+        self.master.reset();
+        self.offer = Offer::Accepted;
+        let inst = &mut self.instances[i];
+        let refreshed = matches!(inst.state, MsgState::Encrypted(_));
+        let ssid = Ssid(est.ssid);
+        let fingerprint = est.their_key.fingerprint();
+        let keys = KeyWindow::after_ake(est.our_dh, est.their_dh, est.their_keyid, rng);
+        inst.state = MsgState::Encrypted(Box::new(Private { keys, ssid, their_key: est.their_key }));
+        self.events.push_back(Event::Secure { instance: inst.tag, fingerprint, ssid, refreshed });
+        while let Some(text) = self.held.pop_front() {
+            let plain = Zeroizing::new(tlv::join_plaintext(text.as_bytes(), &[]));
+            self.send_to_instance(i, 0, &plain);
+        }
+    }
+
+    fn on_data(&mut self, i: usize, bytes: &[u8], rng: &mut (impl CryptoRng + ?Sized)) -> Result<(), ReceiveError> {
+        let ignore = DataMessage::peek_flags(bytes).is_some_and(|f| f & FLAG_IGNORE_UNREADABLE != 0);
+        let inst = &mut self.instances[i];
+        let tag = inst.tag;
+        let MsgState::Encrypted(private) = &mut inst.state else {
+            if ignore {
+                return Ok(());
+            }
+            self.send_error(ERR_NOT_PRIVATE);
+            return Err(ReceiveError::NotPrivate);
+        };
+        let opened = DataMessage::read(bytes).map_err(ReceiveError::from).and_then(|m| {
+            m.open(&mut private.keys, rng).map_err(ReceiveError::from)
+        });
+        let (plain, _extra) = match opened {
+            Ok(v) => v,
+            Err(_) if ignore => return Ok(()),
+            Err(e) => {
+                self.send_error(if matches!(e, ReceiveError::Unreadable(_)) { ERR_UNREADABLE } else { ERR_MALFORMED });
+                return Err(e);
+            }
+        };
+        let (text, tlvs) = tlv::split_plaintext(&plain);
+        if !text.is_empty() {
+            let text = String::from_utf8_lossy(text).into_owned();
+            self.events.push_back(Event::Message { instance: Some(tag), text, encrypted: true });
+        }
+        for t in tlvs {
+            if t.kind == tlv::kind::DISCONNECTED {
+                self.instances[i].state = MsgState::Finished;
+                self.events.push_back(Event::RemoteEnded { instance: tag });
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn send_to_instance(&mut self, i: usize, flags: u8, plaintext: &[u8]) {
+        let tag = self.instances[i].tag;
+        let mut state = core::mem::replace(&mut self.instances[i].state, MsgState::Plaintext);
+        if let MsgState::Encrypted(p) = &mut state {
+            self.send_data(tag, p, flags, plaintext);
+        }
+        self.instances[i].state = state;
+    }
+
+    fn send_data(&mut self, tag: InstanceTag, p: &mut Private, flags: u8, plaintext: &[u8]) {
+        let header = Header::v3(kind::DATA, self.config.instance_tag, Some(tag));
+        let (bytes, _extra) = data::seal(header, flags, &mut p.keys, plaintext);
+        self.outgoing.push_back(Transmit { message: message::encode_envelope(&bytes) });
+    }
+
+    fn send_encoded(&mut self, header: Header, body: &[u8]) {
+        let mut w = crate::wire::Writer::new();
+        header.write(&mut w);
+        w.raw(body);
+        self.outgoing.push_back(Transmit { message: message::encode_envelope(w.as_slice()) });
+    }
+
+    fn send_error(&mut self, text: &str) {
+        self.outgoing.push_back(Transmit { message: message::error_message(text) });
+    }
+
+    fn best_index(&self) -> Option<usize> {
+        (0..self.instances.len()).max_by_key(|&i| (self.instances[i].rank(), self.instances[i].last_active))
+    }
+
+    fn best(&self) -> Option<&Instance> {
+        self.best_index().map(|i| &self.instances[i])
+    }
+}
