@@ -63,15 +63,25 @@ impl<'a> DataMessage<'a> {
         let flags = r.u8()?;
         let sender_keyid = r.u32()?;
         let recipient_keyid = r.u32()?;
-        let next_dh =
-            Element::from_bytes(r.mpi(MODULUS_BYTES)?).map_err(|_| WireError::Invalid("next DH value out of range"))?;
+        let next_dh = Element::from_bytes(r.mpi(MODULUS_BYTES)?)
+            .map_err(|_| WireError::Invalid("next DH value out of range"))?;
         let ctr = r.array()?;
         let encrypted = r.data()?;
         let authenticated = r.consumed();
         let mac = r.array()?;
         let _revealed = r.data()?;
         r.finish()?;
-        Ok(Self { header, flags, sender_keyid, recipient_keyid, next_dh, ctr, encrypted, mac, authenticated })
+        Ok(Self {
+            header,
+            flags,
+            sender_keyid,
+            recipient_keyid,
+            next_dh,
+            ctr,
+            encrypted,
+            mac,
+            authenticated,
+        })
     }
 
     /// The flags byte of a v3 data message, read even if the rest is malformed.
@@ -92,9 +102,14 @@ impl<'a> DataMessage<'a> {
         window: &mut KeyWindow,
         rng: &mut (impl CryptoRng + ?Sized),
     ) -> Result<(Zeroizing<Vec<u8>>, Zeroizing<[u8; 32]>), Unreadable> {
-        let keys = window.receiving(self.sender_keyid, self.recipient_keyid).map_err(|_| Unreadable::UnknownKeyId)?;
-        crypto::verify_mac(&crypto::hmac_sha1(&keys.recv_mac, self.authenticated), &self.mac)
-            .map_err(|_| Unreadable::BadMac)?;
+        let keys = window
+            .receiving(self.sender_keyid, self.recipient_keyid)
+            .map_err(|_| Unreadable::UnknownKeyId)?;
+        crypto::verify_mac(
+            &crypto::hmac_sha1(&keys.recv_mac, self.authenticated),
+            &self.mac,
+        )
+        .map_err(|_| Unreadable::BadMac)?;
         let ctr = u64::from_be_bytes(self.ctr);
         if ctr <= keys.recv_ctr {
             return Err(Unreadable::Replayed);
@@ -111,7 +126,12 @@ impl<'a> DataMessage<'a> {
 
 /// Builds an encrypted data message carrying `plaintext` (message, NUL, TLVs). Returns the
 /// message bytes and the extra symmetric key of the pair used.
-pub fn seal(header: Header, flags: u8, window: &mut KeyWindow, plaintext: &[u8]) -> (Vec<u8>, Zeroizing<[u8; 32]>) {
+pub fn seal(
+    header: Header,
+    flags: u8,
+    window: &mut KeyWindow,
+    plaintext: &[u8],
+) -> (Vec<u8>, Zeroizing<[u8; 32]>) {
     let s = window.sending();
     let mut w = Writer::new();
     header.write(&mut w);

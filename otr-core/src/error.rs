@@ -38,7 +38,9 @@ pub enum ReceiveError {
 pub enum SendError {
     /// The remote ended the private conversation. End it too (`end`) to send in plaintext,
     /// or start a new private conversation.
-    #[error("the remote ended the private conversation; end it too or start a new one before sending")]
+    #[error(
+        "the remote ended the private conversation; end it too or start a new one before sending"
+    )]
     Finished,
     /// Too many messages are waiting for the private conversation to start.
     #[error("too many messages are waiting for the private conversation to start; wait or end it")]

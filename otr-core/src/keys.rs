@@ -42,7 +42,11 @@ impl SessionKeys {
     /// value is larger, 2 for the other; the extra key is SHA-256(0xff ‖ MPI(s)).
     pub fn derive(ours: &DhKeyPair, theirs: &Element) -> Self {
         let s = ours.shared_secret(theirs);
-        let (send_byte, recv_byte) = if ours.public().value() > theirs.value() { (1u8, 2u8) } else { (2, 1) };
+        let (send_byte, recv_byte) = if ours.public().value() > theirs.value() {
+            (1u8, 2u8)
+        } else {
+            (2, 1)
+        };
         let half = |b: u8| {
             let h = Zeroizing::new(crypto::sha1(&[&[b], s.mpi()]));
             let mut k = [0u8; 16];
@@ -108,7 +112,12 @@ pub struct Sending<'a> {
 
 impl KeyWindow {
     /// The window right after an AKE: our AKE key is keyid 1 and a fresh key is keyid 2.
-    pub fn after_ake(ake_dh: DhKeyPair, their_dh: Element, their_keyid: u32, rng: &mut (impl CryptoRng + ?Sized)) -> Self {
+    pub fn after_ake(
+        ake_dh: DhKeyPair,
+        their_dh: Element,
+        their_keyid: u32,
+        rng: &mut (impl CryptoRng + ?Sized),
+    ) -> Self {
         let next = DhKeyPair::generate(rng);
         Self {
             our_keyid: crate::ake::AKE_KEYID + 1,
@@ -140,16 +149,32 @@ impl KeyWindow {
         let keys = self.sessions[1][0].as_deref_mut().expect("derived above");
         keys.send_ctr += 1;
         keys.mark_send_used();
-        Sending { sender_keyid, recipient_keyid, next_dh: self.our[0].public(), keys, reveal }
+        Sending {
+            sender_keyid,
+            recipient_keyid,
+            next_dh: self.our[0].public(),
+            keys,
+            reveal,
+        }
     }
 
     /// The keys a received message names, if we still hold them.
     ///
     /// # Errors
     /// [`UnknownKeyId`] when either keyid is outside the window.
-    pub fn receiving(&mut self, sender_keyid: u32, recipient_keyid: u32) -> Result<&mut SessionKeys, UnknownKeyId> {
-        let o = self.our_keyid.checked_sub(recipient_keyid).filter(|&d| d < 2 && recipient_keyid > 0);
-        let t = self.their_keyid.checked_sub(sender_keyid).filter(|&d| d < 2 && sender_keyid > 0);
+    pub fn receiving(
+        &mut self,
+        sender_keyid: u32,
+        recipient_keyid: u32,
+    ) -> Result<&mut SessionKeys, UnknownKeyId> {
+        let o = self
+            .our_keyid
+            .checked_sub(recipient_keyid)
+            .filter(|&d| d < 2 && recipient_keyid > 0);
+        let t = self
+            .their_keyid
+            .checked_sub(sender_keyid)
+            .filter(|&d| d < 2 && sender_keyid > 0);
         match (o, t) {
             (Some(o), Some(t)) => self.slot(o as usize, t as usize).ok_or(UnknownKeyId),
             _ => Err(UnknownKeyId),
@@ -158,7 +183,13 @@ impl KeyWindow {
 
     /// After a message authenticated: rotate our keys if it used our newest, and take its
     /// `next_dh` if it used the peer's newest.
-    pub fn rotate(&mut self, sender_keyid: u32, recipient_keyid: u32, next_dh: Element, rng: &mut (impl CryptoRng + ?Sized)) {
+    pub fn rotate(
+        &mut self,
+        sender_keyid: u32,
+        recipient_keyid: u32,
+        next_dh: Element,
+        rng: &mut (impl CryptoRng + ?Sized),
+    ) {
         if recipient_keyid == self.our_keyid {
             let a = self.sessions[1][0].take();
             let b = self.sessions[1][1].take();

@@ -2,8 +2,8 @@
 //! error, or plaintext that may carry a whitespace tag; and the 11-byte v3 header.
 
 use base64::Engine as _;
-use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
 use base64::engine::DecodePaddingMode;
+use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
 
 use crate::instance::InstanceTag;
 use crate::wire::{Reader, WireError, Writer};
@@ -91,7 +91,10 @@ pub fn classify(msg: &str) -> Result<Incoming, WireError> {
         if b64.len() / 4 * 3 > MAX_ENCODED_LEN {
             return Err(WireError::TooLong);
         }
-        return B64.decode(b64).map(Incoming::Encoded).map_err(|_| WireError::BadBase64);
+        return B64
+            .decode(b64)
+            .map(Incoming::Encoded)
+            .map_err(|_| WireError::BadBase64);
     }
     if msg.starts_with(FRAGMENT_PREFIX) {
         return Ok(Incoming::Fragment(msg.to_owned()));
@@ -142,7 +145,10 @@ fn parse_query(msg: &str) -> Option<Versions> {
 /// Removes a whitespace tag and reports the versions it offered.
 fn strip_whitespace_tag(msg: &str) -> (String, Option<Versions>) {
     let bytes = msg.as_bytes();
-    let Some(start) = bytes.windows(WHITESPACE_BASE.len()).position(|w| w == WHITESPACE_BASE) else {
+    let Some(start) = bytes
+        .windows(WHITESPACE_BASE.len())
+        .position(|w| w == WHITESPACE_BASE)
+    else {
         return (msg.to_owned(), None);
     };
     let mut v = Versions::default();
@@ -184,7 +190,9 @@ pub fn query_message(account: &str, v2: bool) -> String {
 }
 
 fn html_escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 /// An OTR error message carrying `text` for the remote user.
@@ -223,17 +231,30 @@ impl Header {
         }
         let sender = r.u32()?;
         let receiver = r.u32()?;
-        Ok(Self { version, kind, sender, receiver })
+        Ok(Self {
+            version,
+            kind,
+            sender,
+            receiver,
+        })
     }
 
     /// A v3 header from `sender` to `receiver` (None: not known yet, encoded as 0).
     pub fn v3(kind: u8, sender: InstanceTag, receiver: Option<InstanceTag>) -> Self {
-        Self { version: VERSION_3, kind, sender: sender.get(), receiver: receiver.map_or(0, InstanceTag::get) }
+        Self {
+            version: VERSION_3,
+            kind,
+            sender: sender.get(),
+            receiver: receiver.map_or(0, InstanceTag::get),
+        }
     }
 
     /// Writes the header.
     pub fn write(&self, w: &mut Writer) {
-        w.u16(self.version).u8(self.kind).u32(self.sender).u32(self.receiver);
+        w.u16(self.version)
+            .u8(self.kind)
+            .u32(self.sender)
+            .u32(self.receiver);
     }
 }
 
@@ -247,11 +268,45 @@ mod tests {
             Ok(Incoming::Query(v)) => v,
             other => panic!("{other:?}"),
         };
-        assert_eq!(q("?OTRv3?"), Versions { v1: false, v2: false, v3: true });
-        assert_eq!(q("hi ?OTRv23? there"), Versions { v1: false, v2: true, v3: true });
-        assert_eq!(q("?OTR?v2?"), Versions { v1: true, v2: true, v3: false });
-        assert_eq!(q("?OTR?"), Versions { v1: true, v2: false, v3: false });
-        assert_eq!(q(&query_message("a<b>", false)), Versions { v3: true, ..Default::default() });
+        assert_eq!(
+            q("?OTRv3?"),
+            Versions {
+                v1: false,
+                v2: false,
+                v3: true
+            }
+        );
+        assert_eq!(
+            q("hi ?OTRv23? there"),
+            Versions {
+                v1: false,
+                v2: true,
+                v3: true
+            }
+        );
+        assert_eq!(
+            q("?OTR?v2?"),
+            Versions {
+                v1: true,
+                v2: true,
+                v3: false
+            }
+        );
+        assert_eq!(
+            q("?OTR?"),
+            Versions {
+                v1: true,
+                v2: false,
+                v3: false
+            }
+        );
+        assert_eq!(
+            q(&query_message("a<b>", false)),
+            Versions {
+                v3: true,
+                ..Default::default()
+            }
+        );
     }
 
     #[test]
@@ -259,16 +314,34 @@ mod tests {
         let msg = format!("hello{}", whitespace_tag(false));
         assert_eq!(
             classify(&msg),
-            Ok(Incoming::Plain { text: "hello".into(), tag: Some(Versions { v3: true, ..Default::default() }) })
+            Ok(Incoming::Plain {
+                text: "hello".into(),
+                tag: Some(Versions {
+                    v3: true,
+                    ..Default::default()
+                })
+            })
         );
-        assert_eq!(classify("plain"), Ok(Incoming::Plain { text: "plain".into(), tag: None }));
+        assert_eq!(
+            classify("plain"),
+            Ok(Incoming::Plain {
+                text: "plain".into(),
+                tag: None
+            })
+        );
     }
 
     #[test]
     fn envelopes_and_errors() {
-        assert_eq!(classify(&encode_envelope(b"\x00\x03\x02")), Ok(Incoming::Encoded(vec![0, 3, 2])));
+        assert_eq!(
+            classify(&encode_envelope(b"\x00\x03\x02")),
+            Ok(Incoming::Encoded(vec![0, 3, 2]))
+        );
         assert_eq!(classify("?OTR:!!!."), Err(WireError::BadBase64));
         assert_eq!(classify("?OTR:AAAA"), Err(WireError::BadBase64));
-        assert_eq!(classify("?OTR Error: oops"), Ok(Incoming::Error("oops".into())));
+        assert_eq!(
+            classify("?OTR Error: oops"),
+            Ok(Incoming::Error("oops".into()))
+        );
     }
 }

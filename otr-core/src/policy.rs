@@ -23,11 +23,19 @@ impl Policy {
     /// Speak v3, but start nothing by ourselves.
     pub const MANUAL: Self = Self::ALLOW_V3;
     /// Offer OTR with whitespace tags and start it whenever the peer offers it too.
-    pub const OPPORTUNISTIC: Self =
-        Self(Self::ALLOW_V3.0 | Self::SEND_WHITESPACE_TAG.0 | Self::WHITESPACE_START_AKE.0 | Self::ERROR_START_AKE.0);
+    pub const OPPORTUNISTIC: Self = Self(
+        Self::ALLOW_V3.0
+            | Self::SEND_WHITESPACE_TAG.0
+            | Self::WHITESPACE_START_AKE.0
+            | Self::ERROR_START_AKE.0,
+    );
     /// Require encryption, and start it whenever possible.
-    pub const ALWAYS: Self =
-        Self(Self::ALLOW_V3.0 | Self::REQUIRE_ENCRYPTION.0 | Self::WHITESPACE_START_AKE.0 | Self::ERROR_START_AKE.0);
+    pub const ALWAYS: Self = Self(
+        Self::ALLOW_V3.0
+            | Self::REQUIRE_ENCRYPTION.0
+            | Self::WHITESPACE_START_AKE.0
+            | Self::ERROR_START_AKE.0,
+    );
 
     /// The policy with exactly these raw bits (libotr's `OTRL_POLICY_*` values).
     pub const fn from_bits(bits: u32) -> Self {

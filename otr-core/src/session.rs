@@ -25,7 +25,8 @@ const ERR_UNREADABLE: &str = "The encrypted message received could not be read. 
 /// What we tell a peer whose encrypted message was malformed.
 const ERR_MALFORMED: &str = "The encrypted message received was malformed.";
 /// What we tell a peer that sent encrypted data outside a private conversation.
-const ERR_NOT_PRIVATE: &str = "The encrypted message received could not be read: there is no private conversation.";
+const ERR_NOT_PRIVATE: &str =
+    "The encrypted message received could not be read: there is no private conversation.";
 
 /// How a session is set up.
 #[derive(Debug, Clone)]
@@ -206,7 +207,8 @@ impl Session {
         self.master.reset();
         self.held.clear();
         for i in 0..self.instances.len() {
-            let disconnect = tlv::join_plaintext(b"", &[Tlv::new(tlv::kind::DISCONNECTED, Vec::new())]);
+            let disconnect =
+                tlv::join_plaintext(b"", &[Tlv::new(tlv::kind::DISCONNECTED, Vec::new())]);
             let inst = &mut self.instances[i];
             inst.ake.reset();
             let was = core::mem::replace(&mut inst.state, MsgState::Plaintext);
@@ -227,7 +229,12 @@ impl Session {
     ///
     /// # Errors
     /// [`SendError`] when the state or policy refuses it; nothing is transmitted then.
-    pub fn send(&mut self, now: Timestamp, text: &str, rng: &mut (impl CryptoRng + ?Sized)) -> Result<Sent, SendError> {
+    pub fn send(
+        &mut self,
+        now: Timestamp,
+        text: &str,
+        rng: &mut (impl CryptoRng + ?Sized),
+    ) -> Result<Sent, SendError> {
         let _ = rng;
         if text.contains('\0') {
             return Err(SendError::ContainsNul);
@@ -245,8 +252,11 @@ impl Session {
                 MsgState::Plaintext => {}
             }
         }
-        let ake_running =
-            self.master.phase() != AkePhase::None || self.instances.iter().any(|i| i.ake.phase() != AkePhase::None);
+        let ake_running = self.master.phase() != AkePhase::None
+            || self
+                .instances
+                .iter()
+                .any(|i| i.ake.phase() != AkePhase::None);
         let require = self.config.policy.contains(Policy::REQUIRE_ENCRYPTION);
         if require || ake_running {
             if self.held.len() >= MAX_HELD {
@@ -275,10 +285,17 @@ impl Session {
     /// # Errors
     /// [`ReceiveError`] when the message is malformed, unreadable or not for us. The session
     /// stays usable; where OTR says so, an error message was queued for the peer.
-    pub fn receive(&mut self, now: Timestamp, msg: &str, rng: &mut (impl CryptoRng + ?Sized)) -> Result<(), ReceiveError> {
+    pub fn receive(
+        &mut self,
+        now: Timestamp,
+        msg: &str,
+        rng: &mut (impl CryptoRng + ?Sized),
+    ) -> Result<(), ReceiveError> {
         match message::classify(msg)? {
             Incoming::Encoded(bytes) => self.on_encoded(now, &bytes, rng),
-            Incoming::Fragment(_) => Err(WireError::Invalid("fragmented messages are not supported yet").into()),
+            Incoming::Fragment(_) => {
+                Err(WireError::Invalid("fragmented messages are not supported yet").into())
+            }
             Incoming::Query(v) => {
                 self.on_offer(v, rng);
                 Ok(())
@@ -301,13 +318,23 @@ impl Session {
         if v.v3 && self.config.policy.contains(Policy::ALLOW_V3) {
             self.offer = Offer::Accepted;
             let commit = self.master.start(rng);
-            self.send_encoded(Header::v3(commit.kind, self.config.instance_tag, None), &commit.body);
+            self.send_encoded(
+                Header::v3(commit.kind, self.config.instance_tag, None),
+                &commit.body,
+            );
         }
     }
 
-    fn on_plain(&mut self, text: String, tag: Option<Versions>, rng: &mut (impl CryptoRng + ?Sized)) {
+    fn on_plain(
+        &mut self,
+        text: String,
+        tag: Option<Versions>,
+        rng: &mut (impl CryptoRng + ?Sized),
+    ) {
         match tag {
-            Some(v) if self.config.policy.contains(Policy::WHITESPACE_START_AKE) => self.on_offer(v, rng),
+            Some(v) if self.config.policy.contains(Policy::WHITESPACE_START_AKE) => {
+                self.on_offer(v, rng)
+            }
             Some(_) => {}
             None if self.offer == Offer::Sent => self.offer = Offer::Rejected,
             None => {}
@@ -315,15 +342,27 @@ impl Session {
         if text.is_empty() {
             return;
         }
-        let private = self.instances.iter().any(|i| !matches!(i.state, MsgState::Plaintext));
+        let private = self
+            .instances
+            .iter()
+            .any(|i| !matches!(i.state, MsgState::Plaintext));
         if private || self.config.policy.contains(Policy::REQUIRE_ENCRYPTION) {
             self.events.push_back(Event::UnencryptedReceived { text });
         } else {
-            self.events.push_back(Event::Message { instance: None, text, encrypted: false });
+            self.events.push_back(Event::Message {
+                instance: None,
+                text,
+                encrypted: false,
+            });
         }
     }
 
-    fn on_encoded(&mut self, now: Timestamp, bytes: &[u8], rng: &mut (impl CryptoRng + ?Sized)) -> Result<(), ReceiveError> {
+    fn on_encoded(
+        &mut self,
+        now: Timestamp,
+        bytes: &[u8],
+        rng: &mut (impl CryptoRng + ?Sized),
+    ) -> Result<(), ReceiveError> {
         let mut r = Reader::new(bytes);
         let version = r.u16()?;
         if version != message::VERSION_3 || !self.config.policy.contains(Policy::ALLOW_V3) {
@@ -331,9 +370,11 @@ impl Session {
         }
         let mut r = Reader::new(bytes);
         let header = Header::read(&mut r)?;
-        let sender = InstanceTag::new(header.sender).ok_or(WireError::Invalid("sender instance tag below 0x100"))?;
+        let sender = InstanceTag::new(header.sender)
+            .ok_or(WireError::Invalid("sender instance tag below 0x100"))?;
         let ours = self.config.instance_tag.get();
-        let addressed = header.receiver == ours || (header.kind == kind::DH_COMMIT && header.receiver == 0);
+        let addressed =
+            header.receiver == ours || (header.kind == kind::DH_COMMIT && header.receiver == 0);
         if !addressed {
             return Err(ReceiveError::OtherInstance);
         }
@@ -352,11 +393,22 @@ impl Session {
         if let Some(i) = self.instances.iter().position(|i| i.tag == tag) {
             return i;
         }
-        self.instances.push(Instance { tag, ake: Ake::default(), state: MsgState::Plaintext, last_active: now });
+        self.instances.push(Instance {
+            tag,
+            ake: Ake::default(),
+            state: MsgState::Plaintext,
+            last_active: now,
+        });
         self.instances.len() - 1
     }
 
-    fn on_ake(&mut self, i: usize, msg_kind: u8, body: &[u8], rng: &mut (impl CryptoRng + ?Sized)) -> Result<(), ReceiveError> {
+    fn on_ake(
+        &mut self,
+        i: usize,
+        msg_kind: u8,
+        body: &[u8],
+        rng: &mut (impl CryptoRng + ?Sized),
+    ) -> Result<(), ReceiveError> {
         let inst = &mut self.instances[i];
         // A D-H Key answering the commit we sent before we knew this instance (and a commit
         // crossing it) continue from that commit's state.
@@ -373,7 +425,10 @@ impl Session {
         let step = inst.ake.handle(msg_kind, body, &self.identity, rng)?;
         let tag = inst.tag;
         if let Some(reply) = step.reply {
-            self.send_encoded(Header::v3(reply.kind, self.config.instance_tag, Some(tag)), &reply.body);
+            self.send_encoded(
+                Header::v3(reply.kind, self.config.instance_tag, Some(tag)),
+                &reply.body,
+            );
         }
         if let Some(est) = step.established {
             self.go_secure(i, est, rng);
@@ -389,16 +444,31 @@ impl Session {
         let ssid = Ssid(est.ssid);
         let fingerprint = est.their_key.fingerprint();
         let keys = KeyWindow::after_ake(est.our_dh, est.their_dh, est.their_keyid, rng);
-        inst.state = MsgState::Encrypted(Box::new(Private { keys, ssid, their_key: est.their_key }));
-        self.events.push_back(Event::Secure { instance: inst.tag, fingerprint, ssid, refreshed });
+        inst.state = MsgState::Encrypted(Box::new(Private {
+            keys,
+            ssid,
+            their_key: est.their_key,
+        }));
+        self.events.push_back(Event::Secure {
+            instance: inst.tag,
+            fingerprint,
+            ssid,
+            refreshed,
+        });
         while let Some(text) = self.held.pop_front() {
             let plain = Zeroizing::new(tlv::join_plaintext(text.as_bytes(), &[]));
             self.send_to_instance(i, 0, &plain);
         }
     }
 
-    fn on_data(&mut self, i: usize, bytes: &[u8], rng: &mut (impl CryptoRng + ?Sized)) -> Result<(), ReceiveError> {
-        let ignore = DataMessage::peek_flags(bytes).is_some_and(|f| f & FLAG_IGNORE_UNREADABLE != 0);
+    fn on_data(
+        &mut self,
+        i: usize,
+        bytes: &[u8],
+        rng: &mut (impl CryptoRng + ?Sized),
+    ) -> Result<(), ReceiveError> {
+        let ignore =
+            DataMessage::peek_flags(bytes).is_some_and(|f| f & FLAG_IGNORE_UNREADABLE != 0);
         let inst = &mut self.instances[i];
         let tag = inst.tag;
         let MsgState::Encrypted(private) = &mut inst.state else {
@@ -408,21 +478,29 @@ impl Session {
             self.send_error(ERR_NOT_PRIVATE);
             return Err(ReceiveError::NotPrivate);
         };
-        let opened = DataMessage::read(bytes).map_err(ReceiveError::from).and_then(|m| {
-            m.open(&mut private.keys, rng).map_err(ReceiveError::from)
-        });
+        let opened = DataMessage::read(bytes)
+            .map_err(ReceiveError::from)
+            .and_then(|m| m.open(&mut private.keys, rng).map_err(ReceiveError::from));
         let (plain, _extra) = match opened {
             Ok(v) => v,
             Err(_) if ignore => return Ok(()),
             Err(e) => {
-                self.send_error(if matches!(e, ReceiveError::Unreadable(_)) { ERR_UNREADABLE } else { ERR_MALFORMED });
+                self.send_error(if matches!(e, ReceiveError::Unreadable(_)) {
+                    ERR_UNREADABLE
+                } else {
+                    ERR_MALFORMED
+                });
                 return Err(e);
             }
         };
         let (text, tlvs) = tlv::split_plaintext(&plain);
         if !text.is_empty() {
             let text = String::from_utf8_lossy(text).into_owned();
-            self.events.push_back(Event::Message { instance: Some(tag), text, encrypted: true });
+            self.events.push_back(Event::Message {
+                instance: Some(tag),
+                text,
+                encrypted: true,
+            });
         }
         for t in tlvs {
             if t.kind == tlv::kind::DISCONNECTED {
@@ -446,22 +524,29 @@ impl Session {
     fn send_data(&mut self, tag: InstanceTag, p: &mut Private, flags: u8, plaintext: &[u8]) {
         let header = Header::v3(kind::DATA, self.config.instance_tag, Some(tag));
         let (bytes, _extra) = data::seal(header, flags, &mut p.keys, plaintext);
-        self.outgoing.push_back(Transmit { message: message::encode_envelope(&bytes) });
+        self.outgoing.push_back(Transmit {
+            message: message::encode_envelope(&bytes),
+        });
     }
 
     fn send_encoded(&mut self, header: Header, body: &[u8]) {
         let mut w = crate::wire::Writer::new();
         header.write(&mut w);
         w.raw(body);
-        self.outgoing.push_back(Transmit { message: message::encode_envelope(w.as_slice()) });
+        self.outgoing.push_back(Transmit {
+            message: message::encode_envelope(w.as_slice()),
+        });
     }
 
     fn send_error(&mut self, text: &str) {
-        self.outgoing.push_back(Transmit { message: message::error_message(text) });
+        self.outgoing.push_back(Transmit {
+            message: message::error_message(text),
+        });
     }
 
     fn best_index(&self) -> Option<usize> {
-        (0..self.instances.len()).max_by_key(|&i| (self.instances[i].rank(), self.instances[i].last_active))
+        (0..self.instances.len())
+            .max_by_key(|&i| (self.instances[i].rank(), self.instances[i].last_active))
     }
 
     fn best(&self) -> Option<&Instance> {

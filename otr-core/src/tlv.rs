@@ -51,8 +51,12 @@ pub fn split_plaintext(plain: &[u8]) -> (&[u8], Vec<Tlv>) {
     let mut r = Reader::new(&plain[nul + 1..]);
     let mut tlvs = Vec::new();
     while r.remaining() >= 4 {
-        let (Ok(kind), Ok(len)) = (r.u16(), r.u16()) else { break };
-        let Ok(value) = r.take(usize::from(len)) else { break };
+        let (Ok(kind), Ok(len)) = (r.u16(), r.u16()) else {
+            break;
+        };
+        let Ok(value) = r.take(usize::from(len)) else {
+            break;
+        };
         tlvs.push(Tlv::new(kind, value.to_vec()));
     }
     (&plain[..nul], tlvs)
@@ -78,10 +82,16 @@ mod tests {
 
     #[test]
     fn round_trip_and_truncation() {
-        let tlvs = vec![Tlv::new(kind::DISCONNECTED, vec![]), Tlv::new(8, vec![1, 2, 3])];
+        let tlvs = vec![
+            Tlv::new(kind::DISCONNECTED, vec![]),
+            Tlv::new(8, vec![1, 2, 3]),
+        ];
         let p = join_plaintext(b"hi", &tlvs);
         assert_eq!(split_plaintext(&p), (&b"hi"[..], tlvs.clone()));
-        assert_eq!(split_plaintext(&p[..p.len() - 1]), (&b"hi"[..], tlvs[..1].to_vec()));
+        assert_eq!(
+            split_plaintext(&p[..p.len() - 1]),
+            (&b"hi"[..], tlvs[..1].to_vec())
+        );
         assert_eq!(split_plaintext(b"no nul"), (&b"no nul"[..], vec![]));
     }
 }

@@ -1,12 +1,17 @@
 //! Long-term identities: DSA-1024/160 key pairs (what OTR v3 and libotr use), their OTR
 //! serialization (PUBKEY type 0x0000) and fingerprints.
+//!
+//! Key generation uses the `dsa` crate. Signing and verification are ours, on crypto-bigint,
+//! because OTR signs the whole 256-bit MAC as an integer mod q (libgcrypt's behaviour for a
+//! raw MPI), where FIPS 186 implementations take the leftmost 160 bits; doing it ourselves
+//! also lets the exponentiations run with 160-bit exponent bounds.
 
 use core::fmt;
 
-use crypto_bigint::BoxedUint;
-use dsa::{Components, SigningKey, VerifyingKey};
+use crypto_bigint::modular::{BoxedMontyForm, BoxedMontyParams};
+use crypto_bigint::{BoxedUint, NonZero, Odd, Resize};
+use dsa::{Components, SigningKey};
 use rand_core::CryptoRng;
-use signature::hazmat::{PrehashVerifier, RandomizedPrehashSigner};
 use zeroize::Zeroizing;
 
 use super::CryptoError;
@@ -52,17 +57,21 @@ impl fmt::Debug for Fingerprint {
     }
 }
 
-/// A peer's (or our own) long-term DSA public key.
+/// A peer's (or our own) long-term DSA public key, validated and ready to verify with.
 #[derive(Clone)]
 pub struct DsaPublicKey {
-    key: VerifyingKey,
+    q: NonZero<BoxedUint>,
+    g: BoxedMontyForm,
+    y: BoxedMontyForm,
     encoded: Vec<u8>,
     fingerprint: Fingerprint,
 }
 
 impl fmt::Debug for DsaPublicKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("DsaPublicKey").field("fingerprint", &self.fingerprint).finish()
+        f.debug_struct("DsaPublicKey")
+            .field("fingerprint", &self.fingerprint)
+            .finish()
     }
 }
 
@@ -72,16 +81,26 @@ impl PartialEq for DsaPublicKey {
     }
 }
 
+impl Eq for DsaPublicKey {}
+
 fn uint(bytes: &[u8], bits: u32) -> Result<BoxedUint, CryptoError> {
     BoxedUint::from_be_slice(bytes, bits).map_err(|_| CryptoError::BadPublicKey)
+}
+
+/// z: the signed value as libotr (libgcrypt) uses it: the whole byte string as an integer,
+/// reduced mod q. (Not the leftmost 160 bits FIPS 186 would take: libotr hands libgcrypt a
+/// raw MPI, which it does not truncate.)
+fn reduce_hash(hash: &[u8], q: &NonZero<BoxedUint>) -> BoxedUint {
+    BoxedUint::from_be_slice_vartime(hash)
+        .rem_vartime(q)
+        .resize_unchecked(q.bits_precision())
 }
 
 impl DsaPublicKey {
     /// Reads a PUBKEY (type, then MPIs p, q, g, y) and validates it as a DSA-1024/160 key.
     ///
     /// # Errors
-    /// A [`WireError`] when the bytes are malformed, [`CryptoError::BadPublicKey`] (as
-    /// `WireError::Invalid`) when the numbers are not a valid key.
+    /// A [`WireError`] when the bytes are malformed or the numbers are not a valid key.
     pub fn read(r: &mut Reader<'_>) -> Result<Self, WireError> {
         let start = r.position();
         if r.u16()? != PUBKEY_TYPE_DSA {
@@ -92,28 +111,51 @@ impl DsaPublicKey {
         let g = r.mpi(128)?;
         let y = r.mpi(128)?;
         let encoded = r.consumed()[start..].to_vec();
-        Self::from_parts(p, q, g, y, encoded).map_err(|_| WireError::Invalid("not a valid DSA-1024 key"))
+        Self::from_parts(p, q, g, y, encoded)
+            .map_err(|_| WireError::Invalid("not a valid DSA-1024 key"))
     }
 
-    fn from_parts(p: &[u8], q: &[u8], g: &[u8], y: &[u8], encoded: Vec<u8>) -> Result<Self, CryptoError> {
-        let components = Components::from_components(uint(p, P_BITS)?, uint(q, Q_BITS)?, uint(g, P_BITS)?)
-            .map_err(|_| CryptoError::BadPublicKey)?;
-        let key = VerifyingKey::from_components(components, uint(y, P_BITS)?).map_err(|_| CryptoError::BadPublicKey)?;
+    /// Checks the numbers: p odd, q 160 bits, 1 < g, y < p, and g and y of order q.
+    fn from_parts(
+        p: &[u8],
+        q: &[u8],
+        g: &[u8],
+        y: &[u8],
+        encoded: Vec<u8>,
+    ) -> Result<Self, CryptoError> {
+        let p = Odd::new(uint(p, P_BITS)?)
+            .into_option()
+            .ok_or(CryptoError::BadPublicKey)?;
+        let q = NonZero::new(uint(q, Q_BITS)?)
+            .into_option()
+            .ok_or(CryptoError::BadPublicKey)?;
+        if p.bit_width_vartime() < 512 || q.bit_width_vartime() != Q_BITS {
+            return Err(CryptoError::BadPublicKey);
+        }
+        let (g, y) = (uint(g, P_BITS)?, uint(y, P_BITS)?);
+        let one = BoxedUint::one_with_precision(P_BITS);
+        for v in [&g, &y] {
+            if *v <= one || *v >= *p {
+                return Err(CryptoError::BadPublicKey);
+            }
+        }
+        let params = BoxedMontyParams::new_vartime(p);
+        let g = BoxedMontyForm::new(g, &params);
+        let y = BoxedMontyForm::new(y, &params);
+        let q_wide = q.as_ref().clone().resize_unchecked(P_BITS);
+        for v in [&g, &y] {
+            if v.pow_bounded_exp(&q_wide, Q_BITS).retrieve() != one {
+                return Err(CryptoError::BadPublicKey);
+            }
+        }
         let fingerprint = Fingerprint(super::sha1(&[&encoded[2..]]));
-        Ok(Self { key, encoded, fingerprint })
-    }
-
-    fn from_key(key: VerifyingKey) -> Self {
-        let c = key.components();
-        let mut w = Writer::new();
-        w.u16(PUBKEY_TYPE_DSA)
-            .mpi(&c.p().to_be_bytes())
-            .mpi(&c.q().to_be_bytes())
-            .mpi(&c.g().to_be_bytes())
-            .mpi(&key.y().to_be_bytes());
-        let encoded = w.into_vec();
-        let fingerprint = Fingerprint(super::sha1(&[&encoded[2..]]));
-        Self { key, encoded, fingerprint }
+        Ok(Self {
+            q,
+            g,
+            y,
+            encoded,
+            fingerprint,
+        })
     }
 
     /// The OTR PUBKEY serialization, type field included.
@@ -126,16 +168,33 @@ impl DsaPublicKey {
         self.fingerprint
     }
 
-    /// Verifies an OTR signature (r ‖ s, 20 bytes each) over `hash`, of which DSA uses the
-    /// leftmost 160 bits as libotr does.
+    /// Verifies an OTR signature (r ‖ s, 20 bytes each) over `hash` (taken as an integer
+    /// mod q, as libotr does).
     ///
     /// # Errors
     /// [`CryptoError::BadSignature`] when it does not verify.
     pub fn verify(&self, hash: &[u8], sig: &[u8; SIGNATURE_LEN]) -> Result<(), CryptoError> {
+        let q = &self.q;
         let r = uint(&sig[..20], Q_BITS).map_err(|_| CryptoError::BadSignature)?;
         let s = uint(&sig[20..], Q_BITS).map_err(|_| CryptoError::BadSignature)?;
-        let sig = dsa::Signature::from_components(r, s).ok_or(CryptoError::BadSignature)?;
-        self.key.verify_prehash(hash, &sig).map_err(|_| CryptoError::BadSignature)
+        if bool::from(r.is_zero()) || bool::from(s.is_zero()) || r >= **q || s >= **q {
+            return Err(CryptoError::BadSignature);
+        }
+        let w = Option::<BoxedUint>::from(s.invert_mod(q)).ok_or(CryptoError::BadSignature)?;
+        let u1 = reduce_hash(hash, q).mul_mod(&w, q);
+        let u2 = r.mul_mod(&w, q);
+        let v = self
+            .g
+            .pow_bounded_exp(&u1, Q_BITS)
+            .mul(&self.y.pow_bounded_exp(&u2, Q_BITS))
+            .retrieve()
+            .rem_vartime(q)
+            .resize_unchecked(q.bits_precision());
+        if v == r {
+            Ok(())
+        } else {
+            Err(CryptoError::BadSignature)
+        }
     }
 }
 
@@ -154,17 +213,30 @@ pub struct DsaComponents {
     pub x: Zeroizing<Vec<u8>>,
 }
 
-/// Our long-term DSA key pair. The private part zeroizes on drop (inside `dsa::SigningKey`).
+/// Our long-term DSA key pair. The private exponent zeroizes on drop.
 #[derive(Clone)]
 pub struct DsaKeyPair {
-    signing: SigningKey,
+    x: Zeroizing<BoxedUint>,
     public: DsaPublicKey,
+    components: DsaComponents,
 }
 
 impl fmt::Debug for DsaKeyPair {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("DsaKeyPair").field("fingerprint", &self.public.fingerprint).finish_non_exhaustive()
+        f.debug_struct("DsaKeyPair")
+            .field("fingerprint", &self.public.fingerprint)
+            .finish_non_exhaustive()
     }
+}
+
+fn encode_public(c: &DsaComponents) -> Vec<u8> {
+    let mut w = Writer::new();
+    w.u16(PUBKEY_TYPE_DSA)
+        .mpi(&c.p)
+        .mpi(&c.q)
+        .mpi(&c.g)
+        .mpi(&c.y);
+    w.into_vec()
 }
 
 impl DsaKeyPair {
@@ -177,8 +249,17 @@ impl DsaKeyPair {
         let size = dsa::KeySize::DSA_1024_160;
         let Ok(components) = Components::try_generate_from_rng_with_key_size(rng, size);
         let Ok(signing) = SigningKey::try_generate_from_rng_with_components(rng, components);
-        let public = DsaPublicKey::from_key(signing.verifying_key().clone());
-        Self { signing, public }
+        let vk = signing.verifying_key();
+        let c = vk.components();
+        let min = |v: &BoxedUint| super::group::minimal_be(v);
+        let parts = DsaComponents {
+            p: min(c.p()),
+            q: min(c.q()),
+            g: min(c.g()),
+            y: min(vk.y()),
+            x: Zeroizing::new(min(signing.x())),
+        };
+        Self::from_components(&parts).expect("freshly generated keys are valid")
     }
 
     /// Rebuilds a key pair from its numbers (e.g. imported from libotr's key file).
@@ -186,37 +267,34 @@ impl DsaKeyPair {
     /// # Errors
     /// [`CryptoError::BadPublicKey`] when the numbers are not a consistent DSA-1024/160 key.
     pub fn from_components(c: &DsaComponents) -> Result<Self, CryptoError> {
-        let components =
-            Components::from_components(uint(&c.p, P_BITS)?, uint(&c.q, Q_BITS)?, uint(&c.g, P_BITS)?)
-                .map_err(|_| CryptoError::BadPublicKey)?;
-        let vk = VerifyingKey::from_components(components, uint(&c.y, P_BITS)?).map_err(|_| CryptoError::BadPublicKey)?;
-        let signing = SigningKey::from_components(vk.clone(), uint(&c.x, Q_BITS)?).map_err(|_| CryptoError::BadPublicKey)?;
-        // y must really be g^x: otherwise we would sign with a key nobody can verify.
-        let c2 = vk.components();
-        let y = crypto_bigint::modular::BoxedMontyForm::new(
-            (**c2.g()).clone(),
-            &crypto_bigint::modular::BoxedMontyParams::new_vartime(c2.p().clone()),
-        )
-        .pow(signing.x())
-        .retrieve();
-        if y != **vk.y() {
+        let encoded = encode_public(c);
+        let public = DsaPublicKey::from_parts(&c.p, &c.q, &c.g, &c.y, encoded.clone())?;
+        let x = Zeroizing::new(uint(&c.x, Q_BITS)?);
+        if bool::from(x.is_zero()) || *x >= *public.q {
             return Err(CryptoError::BadPublicKey);
         }
-        Ok(Self { public: DsaPublicKey::from_key(vk), signing })
+        // y must really be g^x: otherwise we would sign with a key nobody can verify.
+        if public.g.pow_bounded_exp(&x, Q_BITS).retrieve() != public.y.retrieve() {
+            return Err(CryptoError::BadPublicKey);
+        }
+        let min = |v: &[u8]| super::group::minimal_be(&BoxedUint::from_be_slice_vartime(v));
+        let components = DsaComponents {
+            p: min(&c.p),
+            q: min(&c.q),
+            g: min(&c.g),
+            y: min(&c.y),
+            x: Zeroizing::new(min(&c.x)),
+        };
+        Ok(Self {
+            x,
+            public,
+            components,
+        })
     }
 
     /// The numbers of this key pair, for storage.
     pub fn components(&self) -> DsaComponents {
-        let vk = self.signing.verifying_key();
-        let c = vk.components();
-        let min = |v: &BoxedUint| super::group::minimal_be(v);
-        DsaComponents {
-            p: min(c.p()),
-            q: min(c.q()),
-            g: min(c.g()),
-            y: min(vk.y()),
-            x: Zeroizing::new(min(self.signing.x())),
-        }
+        self.components.clone()
     }
 
     /// Our public key.
@@ -229,19 +307,52 @@ impl DsaKeyPair {
         self.public.fingerprint
     }
 
-    /// Signs `hash` (its leftmost 160 bits) with a fresh random nonce from `rng`.
+    /// Signs `hash` (as an integer mod q, like libotr) with a fresh random nonce.
     ///
     /// # Errors
-    /// [`CryptoError::SigningFailed`] in the negligible case that the nonce is unusable.
-    pub fn sign(&self, hash: &[u8], rng: &mut (impl CryptoRng + ?Sized)) -> Result<[u8; SIGNATURE_LEN], CryptoError> {
-        let sig = self.signing.sign_prehash_with_rng(rng, hash).map_err(|_| CryptoError::SigningFailed)?;
-        let mut out = [0u8; SIGNATURE_LEN];
-        let r = sig.r().to_be_bytes();
-        let s = sig.s().to_be_bytes();
-        // r, s < q < 2^160, so their big-endian bytes fit in the last 20 bytes.
-        out[..20].copy_from_slice(&r[r.len() - 20..]);
-        out[20..].copy_from_slice(&s[s.len() - 20..]);
-        Ok(out)
+    /// [`CryptoError::SigningFailed`] if no usable nonce turns up in many tries (a broken RNG).
+    pub fn sign(
+        &self,
+        hash: &[u8],
+        rng: &mut (impl CryptoRng + ?Sized),
+    ) -> Result<[u8; SIGNATURE_LEN], CryptoError> {
+        let pk = &self.public;
+        let q = &pk.q;
+        let z = reduce_hash(hash, q);
+        for _ in 0..64 {
+            // k uniform in [1, q-1]: 64 extra bits make the bias of the reduction negligible.
+            let mut buf = Zeroizing::new([0u8; 28]);
+            rng.fill_bytes(&mut *buf);
+            let k = Zeroizing::new(
+                BoxedUint::from_be_slice(&*buf, 224)
+                    .expect("sized")
+                    .rem(q)
+                    .resize_unchecked(q.bits_precision()),
+            );
+            if bool::from(k.is_zero()) {
+                continue;
+            }
+            let r =
+                pk.g.pow_bounded_exp(&k, Q_BITS)
+                    .retrieve()
+                    .rem_vartime(q)
+                    .resize_unchecked(q.bits_precision());
+            let Some(k_inv) = Option::<BoxedUint>::from(k.invert_mod(q)) else {
+                continue;
+            };
+            let k_inv = Zeroizing::new(k_inv);
+            let s = k_inv.mul_mod(&z.add_mod(&self.x.mul_mod(&r, q), q), q);
+            if bool::from(r.is_zero()) || bool::from(s.is_zero()) {
+                continue;
+            }
+            let mut out = [0u8; SIGNATURE_LEN];
+            let (rb, sb) = (r.to_be_bytes(), s.to_be_bytes());
+            // r, s < q < 2^160: their big-endian bytes fit in the last 20 bytes.
+            out[..20].copy_from_slice(&rb[rb.len() - 20..]);
+            out[20..].copy_from_slice(&sb[sb.len() - 20..]);
+            return Ok(out);
+        }
+        Err(CryptoError::SigningFailed)
     }
 }
 

@@ -41,8 +41,17 @@ fn consts() -> &'static Consts {
         let p_minus_1 = p.wrapping_sub(&BoxedUint::one_with_precision(MODULUS_BITS));
         let q = NonZero::new(p_minus_1.shr(1)).expect("(p-1)/2 is not zero");
         let params = BoxedMontyParams::new_vartime(p.clone());
-        let g = BoxedMontyForm::new(BoxedUint::from_be_slice(&[2], MODULUS_BITS).expect("fits"), &params);
-        Consts { p, p_minus_1, q, params, g }
+        let g = BoxedMontyForm::new(
+            BoxedUint::from_be_slice(&[2], MODULUS_BITS).expect("fits"),
+            &params,
+        );
+        Consts {
+            p,
+            p_minus_1,
+            q,
+            params,
+            g,
+        }
     })
 }
 
@@ -77,7 +86,10 @@ impl Exponent {
     pub fn from_be_bytes_mod_q(bytes: &[u8]) -> Self {
         let wide = BoxedUint::from_be_slice_vartime(bytes);
         let value = wide.rem_vartime(order()).resize_unchecked(MODULUS_BITS);
-        Self { value, bits: MODULUS_BITS }
+        Self {
+            value,
+            bits: MODULUS_BITS,
+        }
     }
 
     /// The exponent's value.
@@ -88,7 +100,10 @@ impl Exponent {
     /// Wraps an already reduced value (used by SMP arithmetic mod q).
     pub fn from_value(value: BoxedUint) -> Self {
         let value = value.resize_unchecked(MODULUS_BITS);
-        Self { value, bits: MODULUS_BITS }
+        Self {
+            value,
+            bits: MODULUS_BITS,
+        }
     }
 
     /// The big-endian bytes of the exponent (fixed width).
@@ -106,7 +121,13 @@ pub struct Element {
 impl core::fmt::Debug for Element {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         let b = self.to_bytes();
-        write!(f, "Element({:02x}{:02x}..; {} bytes)", b[0], b.get(1).copied().unwrap_or(0), b.len())
+        write!(
+            f,
+            "Element({:02x}{:02x}..; {} bytes)",
+            b[0],
+            b.get(1).copied().unwrap_or(0),
+            b.len()
+        )
     }
 }
 
@@ -116,7 +137,8 @@ impl Element {
     /// # Errors
     /// [`CryptoError::BadGroupElement`] when out of range (0, 1, p-1, p or larger).
     pub fn from_bytes(magnitude: &[u8]) -> Result<Self, CryptoError> {
-        let value = BoxedUint::from_be_slice(magnitude, MODULUS_BITS).map_err(|_| CryptoError::BadGroupElement)?;
+        let value = BoxedUint::from_be_slice(magnitude, MODULUS_BITS)
+            .map_err(|_| CryptoError::BadGroupElement)?;
         let two = BoxedUint::from_be_slice(&[2], MODULUS_BITS).expect("fits");
         let c = consts();
         if value < two || value >= c.p_minus_1 {
