@@ -46,6 +46,8 @@ pub struct DataMessage<'a> {
     pub encrypted: &'a [u8],
     /// The MAC over everything from the header to the encrypted data.
     pub mac: [u8; 20],
+    /// Old MAC keys the sender reveals (not authenticated, by design).
+    pub revealed: &'a [u8],
     authenticated: &'a [u8],
 }
 
@@ -69,7 +71,7 @@ impl<'a> DataMessage<'a> {
         let encrypted = r.data()?;
         let authenticated = r.consumed();
         let mac = r.array()?;
-        let _revealed = r.data()?;
+        let revealed = r.data()?;
         r.finish()?;
         Ok(Self {
             header,
@@ -80,6 +82,7 @@ impl<'a> DataMessage<'a> {
             ctr,
             encrypted,
             mac,
+            revealed,
             authenticated,
         })
     }
