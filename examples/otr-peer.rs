@@ -22,6 +22,7 @@ struct Args {
     account: String,
     keyfile: Option<PathBuf>,
     policy: Policy,
+    max_msg_size: usize,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -29,6 +30,7 @@ fn parse_args() -> Result<Args, String> {
     let mut peer = None;
     let mut keyfile = None;
     let mut policy = Policy::OPPORTUNISTIC;
+    let mut max_msg_size = 0;
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut value = || it.next().ok_or(format!("{flag} needs a value\n{USAGE}"));
@@ -45,12 +47,12 @@ fn parse_args() -> Result<Args, String> {
                 }
             }
             "--max-msg-size" => {
-                let n: usize = value()?
-                    .parse()
-                    .map_err(|_| format!("--max-msg-size needs a number\n{USAGE}"))?;
-                if n != 0 {
-                    return Err("--max-msg-size: fragmentation is not supported yet; use 0".into());
-                }
+                max_msg_size = value()?.parse().map_err(|_| {
+                    format!(
+                        "--max-msg-size needs a number
+{USAGE}"
+                    )
+                })?;
             }
             "--allow-v2" => {
                 eprintln!("otr-peer: OTR version 2 is not supported yet; speaking version 3 only")
@@ -61,11 +63,7 @@ fn parse_args() -> Result<Args, String> {
     }
     let account = account.ok_or(format!("--account is required\n{USAGE}"))?;
     peer.ok_or(format!("--peer is required\n{USAGE}"))?;
-    Ok(Args {
-        account,
-        keyfile,
-        policy,
-    })
+    Ok(Args { account, keyfile, policy, max_msg_size })
 }
 
 struct Peer {
@@ -94,19 +92,9 @@ impl Peer {
         let mut ended = false;
         while let Some(e) = self.session.poll_event() {
             let l = match e {
-                Event::Secure {
-                    fingerprint, ssid, ..
-                } => format!("secure {fingerprint} {ssid}"),
-                Event::Message {
-                    text,
-                    encrypted: true,
-                    ..
-                } => format!("msg encrypted {}", B64.encode(text)),
-                Event::Message {
-                    text,
-                    encrypted: false,
-                    ..
-                } => format!("msg plain {}", B64.encode(text)),
+                Event::Secure { fingerprint, ssid, .. } => format!("secure {fingerprint} {ssid}"),
+                Event::Message { text, encrypted: true, .. } => format!("msg encrypted {}", B64.encode(text)),
+                Event::Message { text, encrypted: false, .. } => format!("msg plain {}", B64.encode(text)),
                 Event::RemoteEnded { .. } => "finished".into(),
                 Event::Ended { .. } if ended => continue,
                 Event::Ended { .. } => {
@@ -116,6 +104,7 @@ impl Peer {
                 Event::UnencryptedReceived { .. } => {
                     "error received an unencrypted message; not shown".into()
                 }
+                Event::ExtraSymmetricKey { key, .. } => format!("symkey {}", hex(&key[..])),
                 Event::ErrorReceived { text } => {
                     format!("error OTR error message received: {}", one_line(&text))
                 }
@@ -128,22 +117,20 @@ impl Peer {
     fn command(&mut self, cmd: &str, arg: Option<&str>) -> Result<(), String> {
         let now = self.now();
         let text = || -> Result<String, String> {
-            let b = B64
-                .decode(arg.unwrap_or(""))
-                .map_err(|_| "argument is not base64".to_string())?;
+            let b = B64.decode(arg.unwrap_or("")).map_err(|_| "argument is not base64".to_string())?;
             Ok(String::from_utf8_lossy(&b).into_owned())
         };
         match cmd {
             "net" => {
                 let msg = text()?;
-                self.session
-                    .receive(now, &msg, &mut self.rng)
-                    .map_err(|e| e.to_string())?;
+                self.session.receive(now, &msg, &mut self.rng).map_err(|e| e.to_string())?;
             }
             "send" => match self.session.send(now, &text()?, &mut self.rng) {
                 Ok(Sent::Held) if self.session.policy().contains(Policy::REQUIRE_ENCRYPTION) => {
                     self.drain();
-                    return Err("encryption is required: message held until the private conversation starts".into());
+                    return Err(
+                        "encryption is required: message held until the private conversation starts".into()
+                    );
                 }
                 Ok(Sent::Held) => self.line("# message held until the key exchange completes"),
                 Ok(_) => {}
@@ -158,6 +145,10 @@ impl Peer {
         }
         Ok(())
     }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn one_line(s: &str) -> String {
@@ -183,17 +174,10 @@ fn main() -> ExitCode {
         },
         None => otr::DsaKeyPair::generate(&mut rng),
     };
-    let config = SessionConfig {
-        account: args.account,
-        policy: args.policy,
-        instance_tag: InstanceTag::random(&mut rng),
-    };
-    let mut peer = Peer {
-        session: Session::new(config, key),
-        rng,
-        start: Instant::now(),
-        out: io::stdout().lock(),
-    };
+    let mut config = SessionConfig::new(args.account, args.policy, InstanceTag::random(&mut rng));
+    config.max_message_size = args.max_msg_size;
+    let mut peer =
+        Peer { session: Session::new(config, key), rng, start: Instant::now(), out: io::stdout().lock() };
     let fp = peer.session.identity().fingerprint();
     peer.line(&format!("ready {fp}"));
     for line in io::stdin().lock().lines() {

@@ -36,10 +36,7 @@ pub fn load_or_generate(
     }
 }
 
-fn generate_into(
-    path: &Path,
-    rng: &mut (impl rand_core::CryptoRng + ?Sized),
-) -> io::Result<DsaKeyPair> {
+fn generate_into(path: &Path, rng: &mut (impl rand_core::CryptoRng + ?Sized)) -> io::Result<DsaKeyPair> {
     let key = DsaKeyPair::generate(rng);
     let text = format_key(&key);
     let mut opts = std::fs::OpenOptions::new();
@@ -61,10 +58,7 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
     if s.len() % 2 != 0 {
         return None;
     }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
 }
 
 /// The file text for `key` (contains the private key).
@@ -91,10 +85,8 @@ pub fn parse(text: &str) -> Result<DsaKeyPair, String> {
     }
     let mut field = |name: &str| -> Result<Vec<u8>, String> {
         let line = lines.next().ok_or(format!("missing {name}= line"))?;
-        let v = line
-            .strip_prefix(name)
-            .and_then(|l| l.strip_prefix('='))
-            .ok_or(format!("expected {name}="))?;
+        let v =
+            line.strip_prefix(name).and_then(|l| l.strip_prefix('=')).ok_or(format!("expected {name}="))?;
         unhex(v).ok_or(format!("{name} is not hex"))
     };
     let (p, q, g, y) = (field("p")?, field("q")?, field("g")?, field("y")?);

@@ -31,14 +31,8 @@ fn pair_with_pending() -> (Pair, String) {
 fn feed_bob(p: &mut Pair, msg: &str) -> Result<(), ReceiveError> {
     let r = p.b.receive(p.now, msg, &mut p.rng);
     while let Some(e) = p.b.poll_event() {
-        if let Event::Message {
-            text, encrypted, ..
-        } = &e
-        {
-            assert!(
-                !encrypted || text == "the real text",
-                "forged plaintext delivered: {text:?}"
-            );
+        if let Event::Message { text, encrypted, .. } = &e {
+            assert!(!encrypted || text == "the real text", "forged plaintext delivered: {text:?}");
         }
         p.b_events.push(e);
     }
@@ -54,10 +48,7 @@ fn still_works(p: &mut Pair) {
     p.send(Side::A, "still here?").unwrap();
     p.send(Side::B, "yes").unwrap();
     p.drive();
-    assert_eq!(
-        p.messages(Side::B).last(),
-        Some(&("still here?".to_string(), true))
-    );
+    assert_eq!(p.messages(Side::B).last(), Some(&("still here?".to_string(), true)));
     assert_eq!(p.messages(Side::A).last(), Some(&("yes".to_string(), true)));
 }
 
@@ -68,19 +59,13 @@ fn truncated_data_messages() {
     for n in 0..raw.len() {
         let r = feed_bob(&mut p, &encode_envelope(&raw[..n]));
         assert!(
-            matches!(
-                r,
-                Err(ReceiveError::Malformed(_)) | Err(ReceiveError::UnsupportedVersion(_))
-            ),
+            matches!(r, Err(ReceiveError::Malformed(_)) | Err(ReceiveError::UnsupportedVersion(_))),
             "{n}: {r:?}"
         );
     }
     assert!(p.messages(Side::B).is_empty());
     feed_bob(&mut p, &msg).unwrap();
-    assert_eq!(
-        p.messages(Side::B),
-        vec![("the real text".to_string(), true)]
-    );
+    assert_eq!(p.messages(Side::B), vec![("the real text".to_string(), true)]);
     still_works(&mut p);
 }
 
@@ -123,12 +108,7 @@ fn replayed_and_out_of_window_messages_are_unreadable() {
         p.drive();
     }
     let r = feed_bob(&mut p, &old);
-    assert_eq!(
-        r,
-        Err(ReceiveError::Unreadable(
-            otr::data::Unreadable::UnknownKeyId
-        ))
-    );
+    assert_eq!(r, Err(ReceiveError::Unreadable(otr::data::Unreadable::UnknownKeyId)));
     still_works(&mut p);
 }
 
@@ -142,14 +122,7 @@ fn bad_dh_values_in_the_ake_are_rejected() {
     };
     let mut over = vec![1u8];
     over.extend_from_slice(&p_bytes);
-    let bad: Vec<Vec<u8>> = vec![
-        vec![],
-        vec![1],
-        minus(1),
-        p_bytes.clone(),
-        over,
-        vec![0xff; 192],
-    ];
+    let bad: Vec<Vec<u8>> = vec![vec![], vec![1], minus(1), p_bytes.clone(), over, vec![0xff; 192]];
     for value in bad {
         let mut p = Pair::new(Policy::MANUAL, Policy::MANUAL);
         let now = p.now;
@@ -159,18 +132,12 @@ fn bad_dh_values_in_the_ake_are_rejected() {
         let commit = bytes_of(&p.a.poll_transmit().unwrap().message);
         // Bob answers with a D-H Key whose g^y is hostile.
         let mut w = otr::wire::Writer::new();
-        w.u16(3)
-            .u8(0x0a)
-            .u32(p.b.instance_tag().get())
-            .u32(p.a.instance_tag().get());
+        w.u16(3).u8(0x0a).u32(p.b.instance_tag().get()).u32(p.a.instance_tag().get());
         w.data(&value);
         let _ = commit;
         let r = p.a.receive(now, &encode_envelope(w.as_slice()), &mut p.rng);
         assert!(matches!(r, Err(ReceiveError::Ake(_))), "{r:?}");
-        assert!(
-            p.a.poll_transmit().is_none(),
-            "no Reveal Signature for a bad g^y"
-        );
+        assert!(p.a.poll_transmit().is_none(), "no Reveal Signature for a bad g^y");
         p.drive();
     }
 }
@@ -181,31 +148,16 @@ fn wrong_instance_tags_and_garbage() {
     let raw = bytes_of(&msg);
     let mut other = raw.clone();
     other[7..11].copy_from_slice(&0x1234_5678u32.to_be_bytes());
-    assert_eq!(
-        feed_bob(&mut p, &encode_envelope(&other)),
-        Err(ReceiveError::OtherInstance)
-    );
+    assert_eq!(feed_bob(&mut p, &encode_envelope(&other)), Err(ReceiveError::OtherInstance));
     let mut zero = raw.clone();
     zero[7..11].copy_from_slice(&0u32.to_be_bytes());
-    assert_eq!(
-        feed_bob(&mut p, &encode_envelope(&zero)),
-        Err(ReceiveError::OtherInstance)
-    );
+    assert_eq!(feed_bob(&mut p, &encode_envelope(&zero)), Err(ReceiveError::OtherInstance));
     let mut low_sender = raw.clone();
     low_sender[3..7].copy_from_slice(&5u32.to_be_bytes());
-    assert!(matches!(
-        feed_bob(&mut p, &encode_envelope(&low_sender)),
-        Err(ReceiveError::Malformed(_))
-    ));
-    for junk in [
-        "?OTR:",
-        "?OTR:.",
-        "?OTR:!!!!.",
-        "?OTR:AAMD",
-        "?OTR:AAMDAAAA.",
-        "?OTR:////////.",
-        "?OTR:AAE=.",
-    ] {
+    assert!(matches!(feed_bob(&mut p, &encode_envelope(&low_sender)), Err(ReceiveError::Malformed(_))));
+    for junk in
+        ["?OTR:", "?OTR:.", "?OTR:!!!!.", "?OTR:AAMD", "?OTR:AAMDAAAA.", "?OTR:////////.", "?OTR:AAE=."]
+    {
         assert!(feed_bob(&mut p, junk).is_err(), "{junk}");
     }
     assert!(p.messages(Side::B).is_empty());

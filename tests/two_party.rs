@@ -13,12 +13,7 @@ fn ake_started_by_either_side() {
     for side in [Side::A, Side::B] {
         let mut p = Pair::new(Policy::MANUAL, Policy::MANUAL);
         p.secure(side);
-        assert!(
-            p.a_errors.is_empty() && p.b_errors.is_empty(),
-            "{:?} {:?}",
-            p.a_errors,
-            p.b_errors
-        );
+        assert!(p.a_errors.is_empty() && p.b_errors.is_empty(), "{:?} {:?}", p.a_errors, p.b_errors);
     }
 }
 
@@ -56,30 +51,12 @@ fn two_hundred_messages_alternating_and_in_bursts_rotate_keys() {
         }
     }
     p.drive();
-    assert_eq!(
-        p.messages(Side::B),
-        sent_a,
-        "bob got alice's texts intact, in order, encrypted"
-    );
-    assert_eq!(
-        p.messages(Side::A),
-        sent_b,
-        "alice got bob's texts intact, in order, encrypted"
-    );
-    let data: Vec<_> = p
-        .wire
-        .iter()
-        .filter_map(|(s, m)| Some((*s, data_of(m)?)))
-        .collect();
+    assert_eq!(p.messages(Side::B), sent_a, "bob got alice's texts intact, in order, encrypted");
+    assert_eq!(p.messages(Side::A), sent_b, "alice got bob's texts intact, in order, encrypted");
+    let data: Vec<_> = p.wire.iter().filter_map(|(s, m)| Some((*s, data_of(m)?))).collect();
     let max_keyid = data.iter().map(|(_, (s, _, _))| *s).max().unwrap();
-    assert!(
-        max_keyid > 50,
-        "keys rotated many times (sender keyid reached {max_keyid})"
-    );
-    assert!(
-        data.iter().any(|(_, (_, _, rev))| *rev > 0),
-        "old MAC keys were revealed"
-    );
+    assert!(max_keyid > 50, "keys rotated many times (sender keyid reached {max_keyid})");
+    assert!(data.iter().any(|(_, (_, _, rev))| *rev > 0), "old MAC keys were revealed");
     assert!(p.a_errors.is_empty() && p.b_errors.is_empty());
 }
 
@@ -91,26 +68,16 @@ fn remote_end_finishes_and_refuses_to_send() {
     p.b.end(now, rng);
     p.drive();
     assert!(p.b_events.iter().any(|e| matches!(e, Event::Ended { .. })));
-    assert!(
-        p.a_events
-            .iter()
-            .any(|e| matches!(e, Event::RemoteEnded { .. }))
-    );
+    assert!(p.a_events.iter().any(|e| matches!(e, Event::RemoteEnded { .. })));
     let before = p.wire.len();
     assert_eq!(p.send(Side::A, "are you there?"), Err(SendError::Finished));
     p.drive();
-    assert_eq!(
-        p.wire.len(),
-        before,
-        "nothing at all left alice after the refused send"
-    );
+    assert_eq!(p.wire.len(), before, "nothing at all left alice after the refused send");
     // Bob is in plaintext now and may talk in the clear (manual policy).
     assert_eq!(p.send(Side::B, "in the clear"), Ok(Sent::Plaintext));
     p.drive();
     assert!(
-        p.a_events
-            .iter()
-            .any(|e| matches!(e, Event::UnencryptedReceived { .. })),
+        p.a_events.iter().any(|e| matches!(e, Event::UnencryptedReceived { .. })),
         "alice is FINISHED: plaintext is not a message"
     );
     // A new AKE gives a new ssid and both can talk again.
@@ -120,10 +87,7 @@ fn remote_end_finishes_and_refuses_to_send() {
     assert_ne!(first, second);
     p.send(Side::A, "back").unwrap();
     p.drive();
-    assert_eq!(
-        p.messages(Side::B).last(),
-        Some(&("back".to_string(), true))
-    );
+    assert_eq!(p.messages(Side::B).last(), Some(&("back".to_string(), true)));
 }
 
 #[test]
@@ -133,16 +97,9 @@ fn our_end_is_seen_by_the_peer() {
     let now = p.now;
     p.a.end(now, &mut p.rng);
     p.drive();
-    assert!(
-        p.b_events
-            .iter()
-            .any(|e| matches!(e, Event::RemoteEnded { .. }))
-    );
+    assert!(p.b_events.iter().any(|e| matches!(e, Event::RemoteEnded { .. })));
     assert!(p.a.private_with().is_none());
-    assert!(
-        p.messages(Side::B).is_empty(),
-        "the disconnect carrier delivers no text"
-    );
+    assert!(p.messages(Side::B).is_empty(), "the disconnect carrier delivers no text");
 }
 
 #[test]
@@ -153,20 +110,14 @@ fn whitespace_tag_starts_the_ake_from_either_side() {
         assert!(p.wire.is_empty());
         p.drive();
         let tagged = &p.wire[0].1;
-        assert!(
-            tagged.starts_with("hi there \t  \t\t\t\t \t \t \t  "),
-            "whitespace tag appended"
-        );
+        assert!(tagged.starts_with("hi there \t  \t\t\t\t \t \t \t  "), "whitespace tag appended");
         let other = if side == Side::A { Side::B } else { Side::A };
         assert_eq!(
             p.messages(other),
             vec![("hi there".to_string(), false)],
             "delivered as plaintext, tag stripped"
         );
-        assert!(
-            common::last_secure(&p.a_events).is_some()
-                && common::last_secure(&p.b_events).is_some()
-        );
+        assert!(common::last_secure(&p.a_events).is_some() && common::last_secure(&p.b_events).is_some());
     }
 }
 
@@ -176,20 +127,11 @@ fn require_encryption_never_lets_plaintext_out() {
     assert_eq!(p.send(Side::A, "top secret"), Ok(Sent::Held));
     assert_eq!(p.send(Side::A, "also secret"), Ok(Sent::Held));
     p.drive();
-    assert!(
-        p.wire.iter().all(|(_, m)| !m.contains("secret")),
-        "no plaintext on the wire"
-    );
-    assert!(
-        p.wire[0].1.starts_with("?OTRv3?"),
-        "a query went out instead"
-    );
+    assert!(p.wire.iter().all(|(_, m)| !m.contains("secret")), "no plaintext on the wire");
+    assert!(p.wire[0].1.starts_with("?OTRv3?"), "a query went out instead");
     assert_eq!(
         p.messages(Side::B),
-        vec![
-            ("top secret".to_string(), true),
-            ("also secret".to_string(), true)
-        ],
+        vec![("top secret".to_string(), true), ("also secret".to_string(), true)],
         "held messages arrive encrypted once private"
     );
     // Plaintext from the peer is never a message under REQUIRE_ENCRYPTION.
@@ -197,11 +139,7 @@ fn require_encryption_never_lets_plaintext_out() {
     q.send(Side::B, "hello").unwrap();
     q.drive();
     assert!(q.messages(Side::A).is_empty());
-    assert!(
-        q.a_events
-            .iter()
-            .any(|e| matches!(e, Event::UnencryptedReceived { .. }))
-    );
+    assert!(q.a_events.iter().any(|e| matches!(e, Event::UnencryptedReceived { .. })));
 }
 
 #[test]
@@ -221,10 +159,7 @@ fn commit_collision_resolves_to_one_session() {
     assert_eq!(a.1, b.1);
     p.send(Side::A, "after collision").unwrap();
     p.drive();
-    assert_eq!(
-        p.messages(Side::B),
-        vec![("after collision".to_string(), true)]
-    );
+    assert_eq!(p.messages(Side::B), vec![("after collision".to_string(), true)]);
 }
 
 #[test]
@@ -235,13 +170,7 @@ fn a_new_ake_while_private_refreshes_the_session() {
     p.drive();
     let second = p.secure(Side::B);
     assert_ne!(first, second);
-    assert!(p.a_events.iter().any(|e| matches!(
-        e,
-        Event::Secure {
-            refreshed: true,
-            ..
-        }
-    )));
+    assert!(p.a_events.iter().any(|e| matches!(e, Event::Secure { refreshed: true, .. })));
     p.send(Side::B, "two").unwrap();
     p.drive();
     assert_eq!(p.messages(Side::A), vec![("two".to_string(), true)]);
@@ -254,8 +183,7 @@ fn runs_replay_exactly() {
         p.send(Side::A, "hello").unwrap();
         p.drive();
         for i in 0..10 {
-            p.send(if i % 3 == 0 { Side::B } else { Side::A }, &sample_text(i))
-                .unwrap();
+            p.send(if i % 3 == 0 { Side::B } else { Side::A }, &sample_text(i)).unwrap();
             p.drive();
         }
         p.wire

@@ -84,15 +84,7 @@ impl AkeKeys {
         let mut c_prime = [0; 16];
         c.copy_from_slice(&cc[..16]);
         c_prime.copy_from_slice(&cc[16..]);
-        Self {
-            ssid,
-            c,
-            c_prime,
-            m1: *h2(2),
-            m2: *h2(3),
-            m1_prime: *h2(4),
-            m2_prime: *h2(5),
-        }
+        Self { ssid, c, c_prime, m1: *h2(2), m2: *h2(3), m1_prime: *h2(4), m2_prime: *h2(5) }
     }
 }
 
@@ -167,16 +159,8 @@ impl Ake {
         let hash_gx = crypto::sha256(&[&gx]);
         let mut w = Writer::new();
         w.data(&enc).data(&hash_gx);
-        let commit = Outgoing {
-            kind: kind::DH_COMMIT,
-            body: w.into_vec(),
-        };
-        self.state = State::AwaitingDhKey(Box::new(AwaitDhKey {
-            r,
-            dh,
-            hash_gx,
-            commit: commit.clone(),
-        }));
+        let commit = Outgoing { kind: kind::DH_COMMIT, body: w.into_vec() };
+        self.state = State::AwaitingDhKey(Box::new(AwaitDhKey { r, dh, hash_gx, commit: commit.clone() }));
         commit
     }
 
@@ -222,55 +206,37 @@ impl Ake {
         }
     }
 
-    fn on_commit(
-        &mut self,
-        body: &[u8],
-        rng: &mut (impl CryptoRng + ?Sized),
-    ) -> Result<Step, AkeError> {
+    fn on_commit(&mut self, body: &[u8], rng: &mut (impl CryptoRng + ?Sized)) -> Result<Step, AkeError> {
         let mut r = Reader::new(body);
         let enc_gx = r.data()?;
         if enc_gx.len() > MODULUS_BYTES + 4 {
             return Err(WireError::TooLong.into());
         }
-        let hash: [u8; 32] = r
-            .data()?
-            .try_into()
-            .map_err(|_| WireError::Invalid("hashed g^x is not 32 bytes"))?;
+        let hash: [u8; 32] =
+            r.data()?.try_into().map_err(|_| WireError::Invalid("hashed g^x is not 32 bytes"))?;
         r.finish()?;
         match &mut self.state {
             State::AwaitingDhKey(ours) if ours.hash_gx > hash => {
                 // Collision, and our commit wins: ignore theirs and resend ours.
-                Ok(Step {
-                    reply: Some(ours.commit.clone()),
-                    established: None,
-                })
+                Ok(Step { reply: Some(ours.commit.clone()), established: None })
             }
             State::AwaitingRevealSig(a) => {
                 a.enc_gx = enc_gx.to_vec();
                 a.hash_gx = hash;
-                Ok(Step {
-                    reply: Some(a.dh_key.clone()),
-                    established: None,
-                })
+                Ok(Step { reply: Some(a.dh_key.clone()), established: None })
             }
             _ => {
                 let dh = DhKeyPair::generate(rng);
                 let mut w = Writer::new();
                 w.raw(&dh.public().to_mpi());
-                let dh_key = Outgoing {
-                    kind: kind::DH_KEY,
-                    body: w.into_vec(),
-                };
+                let dh_key = Outgoing { kind: kind::DH_KEY, body: w.into_vec() };
                 self.state = State::AwaitingRevealSig(Box::new(AwaitRevealSig {
                     dh,
                     enc_gx: enc_gx.to_vec(),
                     hash_gx: hash,
                     dh_key: dh_key.clone(),
                 }));
-                Ok(Step {
-                    reply: Some(dh_key),
-                    established: None,
-                })
+                Ok(Step { reply: Some(dh_key), established: None })
             }
         }
     }
@@ -289,33 +255,18 @@ impl Ake {
                 let keys = AkeKeys::derive(&a.dh.shared_secret(&gy));
                 let mut w = Writer::new();
                 w.data(&a.r[..]);
-                let x = SignedX {
-                    enc: &keys.c,
-                    sign: &keys.m1,
-                    mac: &keys.m2,
-                };
+                let x = SignedX { enc: &keys.c, sign: &keys.m1, mac: &keys.m2 };
                 w.raw(&x.seal(a.dh.public(), &gy, identity, rng)?);
-                let reveal = Outgoing {
-                    kind: kind::REVEAL_SIGNATURE,
-                    body: w.into_vec(),
-                };
+                let reveal = Outgoing { kind: kind::REVEAL_SIGNATURE, body: w.into_vec() };
                 let dh = a.dh.clone();
-                self.state = State::AwaitingSig(Box::new(AwaitSig {
-                    dh,
-                    their_dh: gy,
-                    keys,
-                    reveal: reveal.clone(),
-                }));
-                Ok(Step {
-                    reply: Some(reveal),
-                    established: None,
-                })
+                self.state =
+                    State::AwaitingSig(Box::new(AwaitSig { dh, their_dh: gy, keys, reveal: reveal.clone() }));
+                Ok(Step { reply: Some(reveal), established: None })
             }
             // A repeated D-H Key gets the same Reveal Signature; a different one is ignored.
-            State::AwaitingSig(a) if a.their_dh == gy => Ok(Step {
-                reply: Some(a.reveal.clone()),
-                established: None,
-            }),
+            State::AwaitingSig(a) if a.their_dh == gy => {
+                Ok(Step { reply: Some(a.reveal.clone()), established: None })
+            }
             _ => Ok(Step::default()),
         }
     }
@@ -327,10 +278,8 @@ impl Ake {
         rng: &mut (impl CryptoRng + ?Sized),
     ) -> Result<Step, AkeError> {
         let mut rd = Reader::new(body);
-        let r: [u8; 16] = rd
-            .data()?
-            .try_into()
-            .map_err(|_| WireError::Invalid("revealed key is not 16 bytes"))?;
+        let r: [u8; 16] =
+            rd.data()?.try_into().map_err(|_| WireError::Invalid("revealed key is not 16 bytes"))?;
         let r = Zeroizing::new(r);
         let sealed = Sealed::read(&mut rd)?;
         rd.finish()?;
@@ -345,35 +294,15 @@ impl Ake {
         let gx = Element::from_bytes(gr.mpi(MODULUS_BYTES)?)?;
         gr.finish()?;
         let keys = AkeKeys::derive(&a.dh.shared_secret(&gx));
-        let theirs = SignedX {
-            enc: &keys.c,
-            sign: &keys.m1,
-            mac: &keys.m2,
-        };
+        let theirs = SignedX { enc: &keys.c, sign: &keys.m1, mac: &keys.m2 };
         let (their_key, their_keyid) = theirs.open(&sealed, &gx, a.dh.public())?;
-        let ours = SignedX {
-            enc: &keys.c_prime,
-            sign: &keys.m1_prime,
-            mac: &keys.m2_prime,
-        };
+        let ours = SignedX { enc: &keys.c_prime, sign: &keys.m1_prime, mac: &keys.m2_prime };
         let body = ours.seal(a.dh.public(), &gx, identity, rng)?;
         let State::AwaitingRevealSig(a) = core::mem::take(&mut self.state) else {
             unreachable!("state matched above")
         };
-        let established = Established {
-            ssid: keys.ssid,
-            their_key,
-            their_keyid,
-            their_dh: gx,
-            our_dh: a.dh,
-        };
-        Ok(Step {
-            reply: Some(Outgoing {
-                kind: kind::SIGNATURE,
-                body,
-            }),
-            established: Some(established),
-        })
+        let established = Established { ssid: keys.ssid, their_key, their_keyid, their_dh: gx, our_dh: a.dh };
+        Ok(Step { reply: Some(Outgoing { kind: kind::SIGNATURE, body }), established: Some(established) })
     }
 
     fn on_signature(&mut self, body: &[u8]) -> Result<Step, AkeError> {
@@ -383,11 +312,7 @@ impl Ake {
         let State::AwaitingSig(a) = &self.state else {
             return Ok(Step::default());
         };
-        let theirs = SignedX {
-            enc: &a.keys.c_prime,
-            sign: &a.keys.m1_prime,
-            mac: &a.keys.m2_prime,
-        };
+        let theirs = SignedX { enc: &a.keys.c_prime, sign: &a.keys.m1_prime, mac: &a.keys.m2_prime };
         let (their_key, their_keyid) = theirs.open(&sealed, &a.their_dh, a.dh.public())?;
         let State::AwaitingSig(a) = core::mem::take(&mut self.state) else {
             unreachable!("state matched above")
@@ -399,10 +324,7 @@ impl Ake {
             their_dh: a.their_dh.clone(),
             our_dh: a.dh.clone(),
         };
-        Ok(Step {
-            reply: None,
-            established: Some(established),
-        })
+        Ok(Step { reply: None, established: Some(established) })
     }
 }
 
@@ -437,12 +359,7 @@ impl SignedX<'_> {
     fn m(&self, signer_dh: &Element, other_dh: &Element, pubkey: &[u8], keyid: u32) -> [u8; 32] {
         crypto::hmac_sha256(
             self.sign,
-            &[
-                &signer_dh.to_mpi(),
-                &other_dh.to_mpi(),
-                pubkey,
-                &keyid.to_be_bytes(),
-            ],
+            &[&signer_dh.to_mpi(), &other_dh.to_mpi(), pubkey, &keyid.to_be_bytes()],
         )
     }
 

@@ -67,8 +67,7 @@ pub fn sha256(parts: &[&[u8]]) -> [u8; 32] {
 
 /// HMAC-SHA256 of the concatenation of `parts`.
 pub fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
-    let mut mac =
-        <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("HMAC takes any key length");
+    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("HMAC takes any key length");
     for p in parts {
         mac.update(p);
     }
@@ -95,11 +94,7 @@ pub fn hmac_sha1(key: &[u8], data: &[u8]) -> [u8; 20] {
 /// # Errors
 /// [`CryptoError::BadMac`] when they differ (or differ in length).
 pub fn verify_mac(expected: &[u8], given: &[u8]) -> Result<(), CryptoError> {
-    if bool::from(expected.ct_eq(given)) {
-        Ok(())
-    } else {
-        Err(CryptoError::BadMac)
-    }
+    if bool::from(expected.ct_eq(given)) { Ok(()) } else { Err(CryptoError::BadMac) }
 }
 
 #[cfg(test)]
@@ -122,11 +117,7 @@ mod tests {
     #[test]
     fn hmac_sha256_rfc4231_case_2() {
         let mac = hmac_sha256(b"Jefe", &[b"what do ya want ", b"for nothing?"]);
-        assert_eq!(
-            mac[..4],
-            [0x5b, 0xdc, 0xc1, 0x46],
-            "RFC 4231 test case 2 prefix"
-        );
+        assert_eq!(mac[..4], [0x5b, 0xdc, 0xc1, 0x46], "RFC 4231 test case 2 prefix");
     }
 
     #[test]

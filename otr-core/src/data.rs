@@ -108,11 +108,8 @@ impl<'a> DataMessage<'a> {
         let keys = window
             .receiving(self.sender_keyid, self.recipient_keyid)
             .map_err(|_| Unreadable::UnknownKeyId)?;
-        crypto::verify_mac(
-            &crypto::hmac_sha1(&keys.recv_mac, self.authenticated),
-            &self.mac,
-        )
-        .map_err(|_| Unreadable::BadMac)?;
+        crypto::verify_mac(&crypto::hmac_sha1(&keys.recv_mac, self.authenticated), &self.mac)
+            .map_err(|_| Unreadable::BadMac)?;
         let ctr = u64::from_be_bytes(self.ctr);
         if ctr <= keys.recv_ctr {
             return Err(Unreadable::Replayed);

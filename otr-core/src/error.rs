@@ -27,6 +27,9 @@ pub enum ReceiveError {
     /// The message uses a protocol version we do not speak or our policy does not allow.
     #[error("OTR protocol version {0} is not allowed by policy or not supported")]
     UnsupportedVersion(u16),
+    /// A fragment was malformed or out of bounds, and dropped.
+    #[error("fragment dropped: {0}")]
+    Fragment(#[from] crate::fragment::FragmentError),
     /// An encoded message of an unknown type.
     #[error("unknown OTR message type {0:#04x}")]
     UnknownType(u8),
@@ -38,13 +41,17 @@ pub enum ReceiveError {
 pub enum SendError {
     /// The remote ended the private conversation. End it too (`end`) to send in plaintext,
     /// or start a new private conversation.
-    #[error(
-        "the remote ended the private conversation; end it too or start a new one before sending"
-    )]
+    #[error("the remote ended the private conversation; end it too or start a new one before sending")]
     Finished,
     /// Too many messages are waiting for the private conversation to start.
     #[error("too many messages are waiting for the private conversation to start; wait or end it")]
     QueueFull,
+    /// There is no private conversation (with that instance) to do this in. Start one first.
+    #[error("there is no private conversation; start one first")]
+    NotPrivate,
+    /// The data is too long for one TLV.
+    #[error("data too long for one OTR TLV (at most 65531 bytes)")]
+    TooLong,
     /// A message text contained a NUL character, which OTR cannot carry.
     #[error("message contains a NUL character, which OTR cannot carry")]
     ContainsNul,

@@ -88,6 +88,18 @@ pub enum Event {
         /// The text, whitespace tag removed.
         text: String,
     },
+    /// The remote used the extra symmetric key: here is the same 32-byte key it got, with the
+    /// use and use data it sent along.
+    ExtraSymmetricKey {
+        /// The remote instance.
+        instance: InstanceTag,
+        /// The key (secret: zeroized on drop).
+        key: zeroize::Zeroizing<[u8; 32]>,
+        /// What the key is for, as the peer's application says.
+        use_: u32,
+        /// Use-specific data (e.g. a file name).
+        usedata: Vec<u8>,
+    },
     /// The remote sent an OTR error message.
     ErrorReceived {
         /// Its human-readable text (from the peer: untrusted).

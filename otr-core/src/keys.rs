@@ -42,11 +42,7 @@ impl SessionKeys {
     /// value is larger, 2 for the other; the extra key is SHA-256(0xff ‖ MPI(s)).
     pub fn derive(ours: &DhKeyPair, theirs: &Element) -> Self {
         let s = ours.shared_secret(theirs);
-        let (send_byte, recv_byte) = if ours.public().value() > theirs.value() {
-            (1u8, 2u8)
-        } else {
-            (2, 1)
-        };
+        let (send_byte, recv_byte) = if ours.public().value() > theirs.value() { (1u8, 2u8) } else { (2, 1) };
         let half = |b: u8| {
             let h = Zeroizing::new(crypto::sha1(&[&[b], s.mpi()]));
             let mut k = [0u8; 16];
@@ -149,13 +145,7 @@ impl KeyWindow {
         let keys = self.sessions[1][0].as_deref_mut().expect("derived above");
         keys.send_ctr += 1;
         keys.mark_send_used();
-        Sending {
-            sender_keyid,
-            recipient_keyid,
-            next_dh: self.our[0].public(),
-            keys,
-            reveal,
-        }
+        Sending { sender_keyid, recipient_keyid, next_dh: self.our[0].public(), keys, reveal }
     }
 
     /// The keys a received message names, if we still hold them.
@@ -167,14 +157,8 @@ impl KeyWindow {
         sender_keyid: u32,
         recipient_keyid: u32,
     ) -> Result<&mut SessionKeys, UnknownKeyId> {
-        let o = self
-            .our_keyid
-            .checked_sub(recipient_keyid)
-            .filter(|&d| d < 2 && recipient_keyid > 0);
-        let t = self
-            .their_keyid
-            .checked_sub(sender_keyid)
-            .filter(|&d| d < 2 && sender_keyid > 0);
+        let o = self.our_keyid.checked_sub(recipient_keyid).filter(|&d| d < 2 && recipient_keyid > 0);
+        let t = self.their_keyid.checked_sub(sender_keyid).filter(|&d| d < 2 && sender_keyid > 0);
         match (o, t) {
             (Some(o), Some(t)) => self.slot(o as usize, t as usize).ok_or(UnknownKeyId),
             _ => Err(UnknownKeyId),

@@ -16,11 +16,13 @@ pub mod crypto;
 pub mod data;
 pub mod error;
 pub mod event;
+pub mod fragment;
 pub mod instance;
 pub mod keys;
 pub mod message;
 pub mod policy;
 pub mod session;
+pub mod smp;
 pub mod tlv;
 pub mod wire;
 

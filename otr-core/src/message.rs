@@ -84,6 +84,10 @@ pub enum Incoming {
 /// [`WireError::BadBase64`] when an `?OTR:` envelope does not decode, [`WireError::TooLong`]
 /// when it is larger than [`MAX_ENCODED_LEN`].
 pub fn classify(msg: &str) -> Result<Incoming, WireError> {
+    // A fragment's piece contains "?OTR:" itself: recognise fragments first.
+    if msg.starts_with(FRAGMENT_PREFIX) {
+        return Ok(Incoming::Fragment(msg.to_owned()));
+    }
     if let Some(pos) = msg.find(ENCODED_PREFIX) {
         let rest = &msg[pos + ENCODED_PREFIX.len()..];
         let end = rest.find('.').ok_or(WireError::BadBase64)?;
@@ -91,13 +95,7 @@ pub fn classify(msg: &str) -> Result<Incoming, WireError> {
         if b64.len() / 4 * 3 > MAX_ENCODED_LEN {
             return Err(WireError::TooLong);
         }
-        return B64
-            .decode(b64)
-            .map(Incoming::Encoded)
-            .map_err(|_| WireError::BadBase64);
-    }
-    if msg.starts_with(FRAGMENT_PREFIX) {
-        return Ok(Incoming::Fragment(msg.to_owned()));
+        return B64.decode(b64).map(Incoming::Encoded).map_err(|_| WireError::BadBase64);
     }
     if let Some(pos) = msg.find(ERROR_PREFIX) {
         let text = msg[pos + ERROR_PREFIX.len()..].trim_start().to_owned();
@@ -145,10 +143,7 @@ fn parse_query(msg: &str) -> Option<Versions> {
 /// Removes a whitespace tag and reports the versions it offered.
 fn strip_whitespace_tag(msg: &str) -> (String, Option<Versions>) {
     let bytes = msg.as_bytes();
-    let Some(start) = bytes
-        .windows(WHITESPACE_BASE.len())
-        .position(|w| w == WHITESPACE_BASE)
-    else {
+    let Some(start) = bytes.windows(WHITESPACE_BASE.len()).position(|w| w == WHITESPACE_BASE) else {
         return (msg.to_owned(), None);
     };
     let mut v = Versions::default();
@@ -190,9 +185,7 @@ pub fn query_message(account: &str, v2: bool) -> String {
 }
 
 fn html_escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
 
 /// An OTR error message carrying `text` for the remote user.
@@ -231,12 +224,7 @@ impl Header {
         }
         let sender = r.u32()?;
         let receiver = r.u32()?;
-        Ok(Self {
-            version,
-            kind,
-            sender,
-            receiver,
-        })
+        Ok(Self { version, kind, sender, receiver })
     }
 
     /// A v3 header from `sender` to `receiver` (None: not known yet, encoded as 0).
@@ -251,10 +239,7 @@ impl Header {
 
     /// Writes the header.
     pub fn write(&self, w: &mut Writer) {
-        w.u16(self.version)
-            .u8(self.kind)
-            .u32(self.sender)
-            .u32(self.receiver);
+        w.u16(self.version).u8(self.kind).u32(self.sender).u32(self.receiver);
     }
 }
 
@@ -268,45 +253,11 @@ mod tests {
             Ok(Incoming::Query(v)) => v,
             other => panic!("{other:?}"),
         };
-        assert_eq!(
-            q("?OTRv3?"),
-            Versions {
-                v1: false,
-                v2: false,
-                v3: true
-            }
-        );
-        assert_eq!(
-            q("hi ?OTRv23? there"),
-            Versions {
-                v1: false,
-                v2: true,
-                v3: true
-            }
-        );
-        assert_eq!(
-            q("?OTR?v2?"),
-            Versions {
-                v1: true,
-                v2: true,
-                v3: false
-            }
-        );
-        assert_eq!(
-            q("?OTR?"),
-            Versions {
-                v1: true,
-                v2: false,
-                v3: false
-            }
-        );
-        assert_eq!(
-            q(&query_message("a<b>", false)),
-            Versions {
-                v3: true,
-                ..Default::default()
-            }
-        );
+        assert_eq!(q("?OTRv3?"), Versions { v1: false, v2: false, v3: true });
+        assert_eq!(q("hi ?OTRv23? there"), Versions { v1: false, v2: true, v3: true });
+        assert_eq!(q("?OTR?v2?"), Versions { v1: true, v2: true, v3: false });
+        assert_eq!(q("?OTR?"), Versions { v1: true, v2: false, v3: false });
+        assert_eq!(q(&query_message("a<b>", false)), Versions { v3: true, ..Default::default() });
     }
 
     #[test]
@@ -316,32 +267,17 @@ mod tests {
             classify(&msg),
             Ok(Incoming::Plain {
                 text: "hello".into(),
-                tag: Some(Versions {
-                    v3: true,
-                    ..Default::default()
-                })
+                tag: Some(Versions { v3: true, ..Default::default() })
             })
         );
-        assert_eq!(
-            classify("plain"),
-            Ok(Incoming::Plain {
-                text: "plain".into(),
-                tag: None
-            })
-        );
+        assert_eq!(classify("plain"), Ok(Incoming::Plain { text: "plain".into(), tag: None }));
     }
 
     #[test]
     fn envelopes_and_errors() {
-        assert_eq!(
-            classify(&encode_envelope(b"\x00\x03\x02")),
-            Ok(Incoming::Encoded(vec![0, 3, 2]))
-        );
+        assert_eq!(classify(&encode_envelope(b"\x00\x03\x02")), Ok(Incoming::Encoded(vec![0, 3, 2])));
         assert_eq!(classify("?OTR:!!!."), Err(WireError::BadBase64));
         assert_eq!(classify("?OTR:AAAA"), Err(WireError::BadBase64));
-        assert_eq!(
-            classify("?OTR Error: oops"),
-            Ok(Incoming::Error("oops".into()))
-        );
+        assert_eq!(classify("?OTR Error: oops"), Ok(Incoming::Error("oops".into())));
     }
 }

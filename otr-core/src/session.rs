@@ -10,12 +10,17 @@ use crate::crypto::dsa::{DsaKeyPair, DsaPublicKey};
 use crate::data::{self, DataMessage, FLAG_IGNORE_UNREADABLE};
 use crate::error::{ReceiveError, SendError};
 use crate::event::{Event, Ssid, Timestamp, Transmit};
+use crate::fragment::{self, Fragment, Reassembler};
 use crate::instance::InstanceTag;
 use crate::keys::KeyWindow;
 use crate::message::{self, Header, Incoming, Versions, kind};
 use crate::policy::Policy;
 use crate::tlv::{self, Tlv};
 use crate::wire::{Reader, WireError};
+
+/// After receiving data, how long (ms) we stay silent before sending a heartbeat (libotr's
+/// HEARTBEAT_INTERVAL is 60 s).
+pub const HEARTBEAT_MS: u64 = 60_000;
 
 /// Most messages held while waiting for a private conversation.
 const MAX_HELD: usize = 100;
@@ -37,6 +42,16 @@ pub struct SessionConfig {
     pub policy: Policy,
     /// Our instance tag; keep it stable for an account across restarts if possible.
     pub instance_tag: InstanceTag,
+    /// The largest transport message the network carries, in bytes; longer OTR messages are
+    /// split into fragments. 0 means no limit.
+    pub max_message_size: usize,
+}
+
+impl SessionConfig {
+    /// A configuration without a message size limit.
+    pub fn new(account: impl Into<String>, policy: Policy, instance_tag: InstanceTag) -> Self {
+        Self { account: account.into(), policy, instance_tag, max_message_size: 0 }
+    }
 }
 
 /// How [`Session::send`] handled a message.
@@ -72,6 +87,10 @@ struct Instance {
     ake: Ake,
     state: MsgState,
     last_active: Timestamp,
+    /// When we last sent this instance an encrypted message.
+    last_sent: Timestamp,
+    /// Set when data arrived that our next message (or a heartbeat) should acknowledge.
+    owes_heartbeat: bool,
 }
 
 impl Instance {
@@ -106,10 +125,10 @@ enum Offer {
 /// # use rand_chacha::ChaCha20Rng; use rand_core::SeedableRng;
 /// let mut rng = ChaCha20Rng::seed_from_u64(1);
 /// let now = Timestamp(0);
-/// let mut alice = Session::new(SessionConfig { account: "alice".into(), policy: Policy::MANUAL,
-///     instance_tag: InstanceTag::random(&mut rng) }, DsaKeyPair::generate(&mut rng));
-/// let mut bob = Session::new(SessionConfig { account: "bob".into(), policy: Policy::MANUAL,
-///     instance_tag: InstanceTag::random(&mut rng) }, DsaKeyPair::generate(&mut rng));
+/// let tag = InstanceTag::random(&mut rng);
+/// let mut alice = Session::new(SessionConfig::new("alice", Policy::MANUAL, tag), DsaKeyPair::generate(&mut rng));
+/// let tag = InstanceTag::random(&mut rng);
+/// let mut bob = Session::new(SessionConfig::new("bob", Policy::MANUAL, tag), DsaKeyPair::generate(&mut rng));
 /// alice.start(now);
 /// // Route messages until both sides are quiet.
 /// loop {
@@ -135,6 +154,7 @@ pub struct Session {
     events: VecDeque<Event>,
     held: VecDeque<Zeroizing<String>>,
     offer: Offer,
+    fragments: Reassembler,
 }
 
 impl Session {
@@ -149,6 +169,7 @@ impl Session {
             events: VecDeque::new(),
             held: VecDeque::new(),
             offer: Offer::NotSent,
+            fragments: Reassembler::default(),
         }
     }
 
@@ -185,13 +206,34 @@ impl Session {
         self.events.pop_front()
     }
 
-    /// When [`handle_timeout`](Self::handle_timeout) should next be called (none pending yet).
+    /// When [`handle_timeout`](Self::handle_timeout) should next be called: a heartbeat is
+    /// due, or a partial fragmented message expires.
     pub fn poll_timeout(&self) -> Option<Timestamp> {
-        None
+        let heartbeats = self
+            .instances
+            .iter()
+            .filter(|i| i.owes_heartbeat && matches!(i.state, MsgState::Encrypted(_)))
+            .map(|i| i.last_sent.plus_millis(HEARTBEAT_MS));
+        heartbeats.chain(self.fragments.next_expiry()).min()
     }
 
-    /// Lets time-based work happen; calling it early is harmless.
-    pub fn handle_timeout(&mut self, _now: Timestamp) {}
+    /// Does the time-based work that is due: heartbeats (an empty encrypted message, flagged
+    /// IGNORE_UNREADABLE, to an instance that sent us data and heard nothing back for
+    /// [`HEARTBEAT_MS`], so its keys rotate as libotr's do) and dropping stale fragments.
+    /// Calling it early is harmless.
+    pub fn handle_timeout(&mut self, now: Timestamp) {
+        self.fragments.expire(now);
+        for i in 0..self.instances.len() {
+            let inst = &self.instances[i];
+            if inst.owes_heartbeat
+                && matches!(inst.state, MsgState::Encrypted(_))
+                && inst.last_sent.plus_millis(HEARTBEAT_MS) <= now
+            {
+                let plain = tlv::join_plaintext(b"", &[]);
+                self.send_to_instance(i, now, FLAG_IGNORE_UNREADABLE, &plain);
+            }
+        }
+    }
 
     /// Asks the peer to start a private conversation (sends an OTR query message).
     pub fn start(&mut self, _now: Timestamp) {
@@ -207,8 +249,7 @@ impl Session {
         self.master.reset();
         self.held.clear();
         for i in 0..self.instances.len() {
-            let disconnect =
-                tlv::join_plaintext(b"", &[Tlv::new(tlv::kind::DISCONNECTED, Vec::new())]);
+            let disconnect = tlv::join_plaintext(b"", &[Tlv::new(tlv::kind::DISCONNECTED, Vec::new())]);
             let inst = &mut self.instances[i];
             inst.ake.reset();
             let was = core::mem::replace(&mut inst.state, MsgState::Plaintext);
@@ -246,17 +287,14 @@ impl Session {
                 MsgState::Encrypted(_) => {
                     let plain = Zeroizing::new(tlv::join_plaintext(text.as_bytes(), &[]));
                     self.instances[i].last_active = now;
-                    self.send_to_instance(i, 0, &plain);
+                    self.send_to_instance(i, now, 0, &plain);
                     return Ok(Sent::Encrypted);
                 }
                 MsgState::Plaintext => {}
             }
         }
         let ake_running = self.master.phase() != AkePhase::None
-            || self
-                .instances
-                .iter()
-                .any(|i| i.ake.phase() != AkePhase::None);
+            || self.instances.iter().any(|i| i.ake.phase() != AkePhase::None);
         let require = self.config.policy.contains(Policy::REQUIRE_ENCRYPTION);
         if require || ake_running {
             if self.held.len() >= MAX_HELD {
@@ -280,6 +318,57 @@ impl Session {
         Ok(Sent::Plaintext)
     }
 
+    /// Uses the extra symmetric key: sends the peer an empty encrypted message carrying TLV 8
+    /// (`use_` big-endian, then `usedata`) and returns the 32-byte key of the key pair that
+    /// message used; the peer gets the same key in an [`Event::ExtraSymmetricKey`]. What the
+    /// key is for is the application's business (`use_` tells the peer).
+    ///
+    /// # Errors
+    /// [`SendError::NotPrivate`] when there is no private conversation;
+    /// [`SendError::TooLong`] when `usedata` does not fit in a TLV.
+    pub fn extra_symmetric_key(
+        &mut self,
+        now: Timestamp,
+        use_: u32,
+        usedata: &[u8],
+        rng: &mut (impl CryptoRng + ?Sized),
+    ) -> Result<Zeroizing<[u8; 32]>, SendError> {
+        let _ = rng;
+        let i = self.best_index().filter(|&i| matches!(self.instances[i].state, MsgState::Encrypted(_)));
+        let i = i.ok_or(SendError::NotPrivate)?;
+        if usedata.len() > usize::from(u16::MAX) - 4 {
+            return Err(SendError::TooLong);
+        }
+        let mut value = use_.to_be_bytes().to_vec();
+        value.extend_from_slice(usedata);
+        let plain = tlv::join_plaintext(b"", &[Tlv::new(tlv::kind::EXTRA_SYMMETRIC_KEY, value)]);
+        self.send_to_instance(i, now, FLAG_IGNORE_UNREADABLE, &plain).ok_or(SendError::NotPrivate)
+    }
+
+    /// The instances of the remote account we know, with whether each is private.
+    pub fn instances(&self) -> impl Iterator<Item = (InstanceTag, bool)> + '_ {
+        self.instances.iter().map(|i| (i.tag, matches!(i.state, MsgState::Encrypted(_))))
+    }
+
+    /// Sends an encrypted message to one particular instance of the remote account.
+    ///
+    /// # Errors
+    /// [`SendError::NotPrivate`] unless that instance is in a private conversation.
+    pub fn send_to(&mut self, now: Timestamp, instance: InstanceTag, text: &str) -> Result<(), SendError> {
+        if text.contains('\0') {
+            return Err(SendError::ContainsNul);
+        }
+        let i = self
+            .instances
+            .iter()
+            .position(|i| i.tag == instance && matches!(i.state, MsgState::Encrypted(_)));
+        let i = i.ok_or(SendError::NotPrivate)?;
+        let plain = Zeroizing::new(tlv::join_plaintext(text.as_bytes(), &[]));
+        self.instances[i].last_active = now;
+        self.send_to_instance(i, now, 0, &plain);
+        Ok(())
+    }
+
     /// Handles a transport message from the remote account.
     ///
     /// # Errors
@@ -293,9 +382,7 @@ impl Session {
     ) -> Result<(), ReceiveError> {
         match message::classify(msg)? {
             Incoming::Encoded(bytes) => self.on_encoded(now, &bytes, rng),
-            Incoming::Fragment(_) => {
-                Err(WireError::Invalid("fragmented messages are not supported yet").into())
-            }
+            Incoming::Fragment(f) => self.on_fragment(now, &f, rng),
             Incoming::Query(v) => {
                 self.on_offer(v, rng);
                 Ok(())
@@ -314,27 +401,36 @@ impl Session {
         }
     }
 
+    fn on_fragment(
+        &mut self,
+        now: Timestamp,
+        msg: &str,
+        rng: &mut (impl CryptoRng + ?Sized),
+    ) -> Result<(), ReceiveError> {
+        let f = Fragment::parse(msg)?;
+        if f.receiver != 0 && f.receiver != self.config.instance_tag.get() {
+            return Err(ReceiveError::OtherInstance);
+        }
+        let Some(whole) = self.fragments.add(&f, now)? else {
+            return Ok(());
+        };
+        match message::classify(&whole)? {
+            Incoming::Encoded(bytes) => self.on_encoded(now, &bytes, rng),
+            _ => Err(WireError::Invalid("a fragmented message must be an encoded OTR message").into()),
+        }
+    }
+
     fn on_offer(&mut self, v: Versions, rng: &mut (impl CryptoRng + ?Sized)) {
         if v.v3 && self.config.policy.contains(Policy::ALLOW_V3) {
             self.offer = Offer::Accepted;
             let commit = self.master.start(rng);
-            self.send_encoded(
-                Header::v3(commit.kind, self.config.instance_tag, None),
-                &commit.body,
-            );
+            self.send_encoded(Header::v3(commit.kind, self.config.instance_tag, None), &commit.body);
         }
     }
 
-    fn on_plain(
-        &mut self,
-        text: String,
-        tag: Option<Versions>,
-        rng: &mut (impl CryptoRng + ?Sized),
-    ) {
+    fn on_plain(&mut self, text: String, tag: Option<Versions>, rng: &mut (impl CryptoRng + ?Sized)) {
         match tag {
-            Some(v) if self.config.policy.contains(Policy::WHITESPACE_START_AKE) => {
-                self.on_offer(v, rng)
-            }
+            Some(v) if self.config.policy.contains(Policy::WHITESPACE_START_AKE) => self.on_offer(v, rng),
             Some(_) => {}
             None if self.offer == Offer::Sent => self.offer = Offer::Rejected,
             None => {}
@@ -342,18 +438,11 @@ impl Session {
         if text.is_empty() {
             return;
         }
-        let private = self
-            .instances
-            .iter()
-            .any(|i| !matches!(i.state, MsgState::Plaintext));
+        let private = self.instances.iter().any(|i| !matches!(i.state, MsgState::Plaintext));
         if private || self.config.policy.contains(Policy::REQUIRE_ENCRYPTION) {
             self.events.push_back(Event::UnencryptedReceived { text });
         } else {
-            self.events.push_back(Event::Message {
-                instance: None,
-                text,
-                encrypted: false,
-            });
+            self.events.push_back(Event::Message { instance: None, text, encrypted: false });
         }
     }
 
@@ -370,20 +459,19 @@ impl Session {
         }
         let mut r = Reader::new(bytes);
         let header = Header::read(&mut r)?;
-        let sender = InstanceTag::new(header.sender)
-            .ok_or(WireError::Invalid("sender instance tag below 0x100"))?;
+        let sender =
+            InstanceTag::new(header.sender).ok_or(WireError::Invalid("sender instance tag below 0x100"))?;
         let ours = self.config.instance_tag.get();
-        let addressed =
-            header.receiver == ours || (header.kind == kind::DH_COMMIT && header.receiver == 0);
+        let addressed = header.receiver == ours || (header.kind == kind::DH_COMMIT && header.receiver == 0);
         if !addressed {
             return Err(ReceiveError::OtherInstance);
         }
         let i = self.instance_index(sender, now);
         self.instances[i].last_active = now;
         match header.kind {
-            kind::DATA => self.on_data(i, bytes, rng),
+            kind::DATA => self.on_data(i, now, bytes, rng),
             kind::DH_COMMIT | kind::DH_KEY | kind::REVEAL_SIGNATURE | kind::SIGNATURE => {
-                self.on_ake(i, header.kind, &bytes[r.position()..], rng)
+                self.on_ake(i, now, header.kind, &bytes[r.position()..], rng)
             }
             other => Err(ReceiveError::UnknownType(other)),
         }
@@ -398,6 +486,8 @@ impl Session {
             ake: Ake::default(),
             state: MsgState::Plaintext,
             last_active: now,
+            last_sent: now,
+            owes_heartbeat: false,
         });
         self.instances.len() - 1
     }
@@ -405,6 +495,7 @@ impl Session {
     fn on_ake(
         &mut self,
         i: usize,
+        now: Timestamp,
         msg_kind: u8,
         body: &[u8],
         rng: &mut (impl CryptoRng + ?Sized),
@@ -425,18 +516,15 @@ impl Session {
         let step = inst.ake.handle(msg_kind, body, &self.identity, rng)?;
         let tag = inst.tag;
         if let Some(reply) = step.reply {
-            self.send_encoded(
-                Header::v3(reply.kind, self.config.instance_tag, Some(tag)),
-                &reply.body,
-            );
+            self.send_encoded(Header::v3(reply.kind, self.config.instance_tag, Some(tag)), &reply.body);
         }
         if let Some(est) = step.established {
-            self.go_secure(i, est, rng);
+            self.go_secure(i, now, est, rng);
         }
         Ok(())
     }
 
-    fn go_secure(&mut self, i: usize, est: Established, rng: &mut (impl CryptoRng + ?Sized)) {
+    fn go_secure(&mut self, i: usize, now: Timestamp, est: Established, rng: &mut (impl CryptoRng + ?Sized)) {
         self.master.reset();
         self.offer = Offer::Accepted;
         let inst = &mut self.instances[i];
@@ -444,31 +532,22 @@ impl Session {
         let ssid = Ssid(est.ssid);
         let fingerprint = est.their_key.fingerprint();
         let keys = KeyWindow::after_ake(est.our_dh, est.their_dh, est.their_keyid, rng);
-        inst.state = MsgState::Encrypted(Box::new(Private {
-            keys,
-            ssid,
-            their_key: est.their_key,
-        }));
-        self.events.push_back(Event::Secure {
-            instance: inst.tag,
-            fingerprint,
-            ssid,
-            refreshed,
-        });
+        inst.state = MsgState::Encrypted(Box::new(Private { keys, ssid, their_key: est.their_key }));
+        self.events.push_back(Event::Secure { instance: inst.tag, fingerprint, ssid, refreshed });
         while let Some(text) = self.held.pop_front() {
             let plain = Zeroizing::new(tlv::join_plaintext(text.as_bytes(), &[]));
-            self.send_to_instance(i, 0, &plain);
+            self.send_to_instance(i, now, 0, &plain);
         }
     }
 
     fn on_data(
         &mut self,
         i: usize,
+        now: Timestamp,
         bytes: &[u8],
         rng: &mut (impl CryptoRng + ?Sized),
     ) -> Result<(), ReceiveError> {
-        let ignore =
-            DataMessage::peek_flags(bytes).is_some_and(|f| f & FLAG_IGNORE_UNREADABLE != 0);
+        let ignore = DataMessage::peek_flags(bytes).is_some_and(|f| f & FLAG_IGNORE_UNREADABLE != 0);
         let inst = &mut self.instances[i];
         let tag = inst.tag;
         let MsgState::Encrypted(private) = &mut inst.state else {
@@ -481,7 +560,7 @@ impl Session {
         let opened = DataMessage::read(bytes)
             .map_err(ReceiveError::from)
             .and_then(|m| m.open(&mut private.keys, rng).map_err(ReceiveError::from));
-        let (plain, _extra) = match opened {
+        let (plain, extra) = match opened {
             Ok(v) => v,
             Err(_) if ignore => return Ok(()),
             Err(e) => {
@@ -496,57 +575,91 @@ impl Session {
         let (text, tlvs) = tlv::split_plaintext(&plain);
         if !text.is_empty() {
             let text = String::from_utf8_lossy(text).into_owned();
-            self.events.push_back(Event::Message {
-                instance: Some(tag),
-                text,
-                encrypted: true,
-            });
+            self.events.push_back(Event::Message { instance: Some(tag), text, encrypted: true });
         }
+        self.instances[i].owes_heartbeat = true;
         for t in tlvs {
-            if t.kind == tlv::kind::DISCONNECTED {
-                self.instances[i].state = MsgState::Finished;
-                self.events.push_back(Event::RemoteEnded { instance: tag });
-                break;
+            match t.kind {
+                tlv::kind::DISCONNECTED => {
+                    self.instances[i].state = MsgState::Finished;
+                    self.events.push_back(Event::RemoteEnded { instance: tag });
+                    break;
+                }
+                tlv::kind::EXTRA_SYMMETRIC_KEY if t.value.len() >= 4 => {
+                    let use_ = u32::from_be_bytes([t.value[0], t.value[1], t.value[2], t.value[3]]);
+                    let usedata = t.value[4..].to_vec();
+                    self.events.push_back(Event::ExtraSymmetricKey {
+                        instance: tag,
+                        key: extra.clone(),
+                        use_,
+                        usedata,
+                    });
+                }
+                _ => {}
             }
         }
+        self.handle_timeout(now);
         Ok(())
     }
 
-    fn send_to_instance(&mut self, i: usize, flags: u8, plaintext: &[u8]) {
+    /// Encrypts `plaintext` to instance `i` (which must be private) and returns the extra
+    /// symmetric key of the key pair used.
+    fn send_to_instance(
+        &mut self,
+        i: usize,
+        now: Timestamp,
+        flags: u8,
+        plaintext: &[u8],
+    ) -> Option<Zeroizing<[u8; 32]>> {
         let tag = self.instances[i].tag;
         let mut state = core::mem::replace(&mut self.instances[i].state, MsgState::Plaintext);
-        if let MsgState::Encrypted(p) = &mut state {
-            self.send_data(tag, p, flags, plaintext);
-        }
-        self.instances[i].state = state;
+        let extra = match &mut state {
+            MsgState::Encrypted(p) => Some(self.send_data(tag, p, flags, plaintext)),
+            _ => None,
+        };
+        let inst = &mut self.instances[i];
+        inst.state = state;
+        inst.last_sent = now;
+        inst.owes_heartbeat = false;
+        extra
     }
 
-    fn send_data(&mut self, tag: InstanceTag, p: &mut Private, flags: u8, plaintext: &[u8]) {
+    fn send_data(
+        &mut self,
+        tag: InstanceTag,
+        p: &mut Private,
+        flags: u8,
+        plaintext: &[u8],
+    ) -> Zeroizing<[u8; 32]> {
         let header = Header::v3(kind::DATA, self.config.instance_tag, Some(tag));
-        let (bytes, _extra) = data::seal(header, flags, &mut p.keys, plaintext);
-        self.outgoing.push_back(Transmit {
-            message: message::encode_envelope(&bytes),
-        });
+        let (bytes, extra) = data::seal(header, flags, &mut p.keys, plaintext);
+        self.push_encoded(&bytes, Some(tag));
+        extra
     }
 
     fn send_encoded(&mut self, header: Header, body: &[u8]) {
         let mut w = crate::wire::Writer::new();
         header.write(&mut w);
         w.raw(body);
-        self.outgoing.push_back(Transmit {
-            message: message::encode_envelope(w.as_slice()),
-        });
+        self.push_encoded(w.as_slice(), InstanceTag::new(header.receiver));
+    }
+
+    /// Queues an encoded message, split into fragments if it exceeds the size limit.
+    fn push_encoded(&mut self, bytes: &[u8], receiver: Option<InstanceTag>) {
+        let whole = message::encode_envelope(bytes);
+        let receiver = receiver.map_or(0, InstanceTag::get);
+        let max = self.config.max_message_size;
+        for piece in fragment::split(&whole, max, self.config.instance_tag.get(), receiver) {
+            self.outgoing.push_back(Transmit { message: piece });
+        }
     }
 
     fn send_error(&mut self, text: &str) {
-        self.outgoing.push_back(Transmit {
-            message: message::error_message(text),
-        });
+        self.outgoing.push_back(Transmit { message: message::error_message(text) });
     }
 
     fn best_index(&self) -> Option<usize> {
-        (0..self.instances.len())
-            .max_by_key(|&i| (self.instances[i].rank(), self.instances[i].last_active))
+        (0..self.instances.len()).max_by_key(|&i| (self.instances[i].rank(), self.instances[i].last_active))
     }
 
     fn best(&self) -> Option<&Instance> {

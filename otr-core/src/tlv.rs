@@ -82,16 +82,10 @@ mod tests {
 
     #[test]
     fn round_trip_and_truncation() {
-        let tlvs = vec![
-            Tlv::new(kind::DISCONNECTED, vec![]),
-            Tlv::new(8, vec![1, 2, 3]),
-        ];
+        let tlvs = vec![Tlv::new(kind::DISCONNECTED, vec![]), Tlv::new(8, vec![1, 2, 3])];
         let p = join_plaintext(b"hi", &tlvs);
         assert_eq!(split_plaintext(&p), (&b"hi"[..], tlvs.clone()));
-        assert_eq!(
-            split_plaintext(&p[..p.len() - 1]),
-            (&b"hi"[..], tlvs[..1].to_vec())
-        );
+        assert_eq!(split_plaintext(&p[..p.len() - 1]), (&b"hi"[..], tlvs[..1].to_vec()));
         assert_eq!(split_plaintext(b"no nul"), (&b"no nul"[..], vec![]));
     }
 }

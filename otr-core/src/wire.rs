@@ -137,11 +137,7 @@ impl<'a> Reader<'a> {
     /// # Errors
     /// [`WireError::TrailingBytes`] otherwise.
     pub fn finish(&self) -> Result<(), WireError> {
-        if self.remaining() == 0 {
-            Ok(())
-        } else {
-            Err(WireError::TrailingBytes)
-        }
+        if self.remaining() == 0 { Ok(()) } else { Err(WireError::TrailingBytes) }
     }
 }
 
@@ -193,10 +189,7 @@ impl Writer {
 
     /// Writes an MPI from big-endian magnitude bytes, stripping leading zeros.
     pub fn mpi(&mut self, magnitude: &[u8]) -> &mut Self {
-        let start = magnitude
-            .iter()
-            .position(|&b| b != 0)
-            .unwrap_or(magnitude.len());
+        let start = magnitude.iter().position(|&b| b != 0).unwrap_or(magnitude.len());
         self.data(&magnitude[start..])
     }
 
@@ -225,11 +218,7 @@ mod tests {
     #[test]
     fn reads_what_it_writes() {
         let mut w = Writer::new();
-        w.u8(7)
-            .u16(0x0102)
-            .u32(0xdead_beef)
-            .data(b"abc")
-            .mpi(&[0, 0, 5, 6]);
+        w.u8(7).u16(0x0102).u32(0xdead_beef).data(b"abc").mpi(&[0, 0, 5, 6]);
         let bytes = w.into_vec();
         let mut r = Reader::new(&bytes);
         assert_eq!(r.u8(), Ok(7));
@@ -242,22 +231,10 @@ mod tests {
 
     #[test]
     fn truncation_and_oversize_are_errors() {
-        assert_eq!(
-            Reader::new(&[0, 0, 0, 9, 1]).data(),
-            Err(WireError::Truncated)
-        );
-        assert_eq!(
-            Reader::new(&[0xff, 0xff, 0xff, 0xff]).data(),
-            Err(WireError::Truncated)
-        );
-        assert_eq!(
-            Reader::new(&[0, 0, 0, 3, 1, 2, 3]).mpi(2),
-            Err(WireError::TooLong)
-        );
-        assert_eq!(
-            Reader::new(&[0, 0, 0, 2, 0, 1]).mpi(2),
-            Err(WireError::NonMinimalMpi)
-        );
+        assert_eq!(Reader::new(&[0, 0, 0, 9, 1]).data(), Err(WireError::Truncated));
+        assert_eq!(Reader::new(&[0xff, 0xff, 0xff, 0xff]).data(), Err(WireError::Truncated));
+        assert_eq!(Reader::new(&[0, 0, 0, 3, 1, 2, 3]).mpi(2), Err(WireError::TooLong));
+        assert_eq!(Reader::new(&[0, 0, 0, 2, 0, 1]).mpi(2), Err(WireError::NonMinimalMpi));
         assert_eq!(Reader::new(&[1]).u16(), Err(WireError::Truncated));
         assert_eq!(Reader::new(&[1]).finish(), Err(WireError::TrailingBytes));
     }

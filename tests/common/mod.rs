@@ -12,18 +12,12 @@ pub fn key(seed: u64) -> DsaKeyPair {
     static KEYS: OnceLock<Mutex<HashMap<u64, DsaKeyPair>>> = OnceLock::new();
     let keys = KEYS.get_or_init(Default::default);
     let mut map = keys.lock().unwrap();
-    map.entry(seed)
-        .or_insert_with(|| DsaKeyPair::generate(&mut ChaCha20Rng::seed_from_u64(seed)))
-        .clone()
+    map.entry(seed).or_insert_with(|| DsaKeyPair::generate(&mut ChaCha20Rng::seed_from_u64(seed))).clone()
 }
 
 pub fn session(name: &str, policy: Policy, seed: u64) -> Session {
     let mut rng = ChaCha20Rng::seed_from_u64(seed ^ 0x7a67);
-    let config = SessionConfig {
-        account: name.into(),
-        policy,
-        instance_tag: InstanceTag::random(&mut rng),
-    };
+    let config = SessionConfig::new(name, policy, InstanceTag::random(&mut rng));
     Session::new(config, key(seed))
 }
 
@@ -138,16 +132,8 @@ impl Pair {
         let a = last_secure(&self.a_events).expect("alice went secure");
         let b = last_secure(&self.b_events).expect("bob went secure");
         assert_eq!(a.1, b.1, "both sides see the same ssid");
-        assert_eq!(
-            a.0,
-            self.b.identity().fingerprint(),
-            "alice sees bob's fingerprint"
-        );
-        assert_eq!(
-            b.0,
-            self.a.identity().fingerprint(),
-            "bob sees alice's fingerprint"
-        );
+        assert_eq!(a.0, self.b.identity().fingerprint(), "alice sees bob's fingerprint");
+        assert_eq!(b.0, self.a.identity().fingerprint(), "bob sees alice's fingerprint");
         a.1
     }
 
@@ -156,9 +142,7 @@ impl Pair {
         self.events(side)
             .iter()
             .filter_map(|e| match e {
-                Event::Message {
-                    text, encrypted, ..
-                } => Some((text.clone(), *encrypted)),
+                Event::Message { text, encrypted, .. } => Some((text.clone(), *encrypted)),
                 _ => None,
             })
             .collect()
@@ -167,21 +151,14 @@ impl Pair {
 
 pub fn last_secure(events: &[Event]) -> Option<(otr::Fingerprint, otr::Ssid)> {
     events.iter().rev().find_map(|e| match e {
-        Event::Secure {
-            fingerprint, ssid, ..
-        } => Some((*fingerprint, *ssid)),
+        Event::Secure { fingerprint, ssid, .. } => Some((*fingerprint, *ssid)),
         _ => None,
     })
 }
 
 /// Texts in several scripts, as the interop tests use them.
 pub fn sample_text(i: usize) -> String {
-    const TEXTS: [&str; 5] = [
-        "¿Qué tal, señor Muñoz?",
-        "你好，世界",
-        "こんにちは 🎉🔐",
-        "plain ascii",
-        "Ünïcödé ✓ ∑",
-    ];
+    const TEXTS: [&str; 5] =
+        ["¿Qué tal, señor Muñoz?", "你好，世界", "こんにちは 🎉🔐", "plain ascii", "Ünïcödé ✓ ∑"];
     format!("{} #{i}", TEXTS[i % TEXTS.len()])
 }

@@ -18,9 +18,7 @@ pub struct DhKeyPair {
 
 impl core::fmt::Debug for DhKeyPair {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("DhKeyPair")
-            .field("public", &self.public)
-            .finish_non_exhaustive()
+        f.debug_struct("DhKeyPair").field("public", &self.public).finish_non_exhaustive()
     }
 }
 

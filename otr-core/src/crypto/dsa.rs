@@ -69,9 +69,7 @@ pub struct DsaPublicKey {
 
 impl fmt::Debug for DsaPublicKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("DsaPublicKey")
-            .field("fingerprint", &self.fingerprint)
-            .finish()
+        f.debug_struct("DsaPublicKey").field("fingerprint", &self.fingerprint).finish()
     }
 }
 
@@ -91,9 +89,7 @@ fn uint(bytes: &[u8], bits: u32) -> Result<BoxedUint, CryptoError> {
 /// reduced mod q. (Not the leftmost 160 bits FIPS 186 would take: libotr hands libgcrypt a
 /// raw MPI, which it does not truncate.)
 fn reduce_hash(hash: &[u8], q: &NonZero<BoxedUint>) -> BoxedUint {
-    BoxedUint::from_be_slice_vartime(hash)
-        .rem_vartime(q)
-        .resize_unchecked(q.bits_precision())
+    BoxedUint::from_be_slice_vartime(hash).rem_vartime(q).resize_unchecked(q.bits_precision())
 }
 
 impl DsaPublicKey {
@@ -111,24 +107,13 @@ impl DsaPublicKey {
         let g = r.mpi(128)?;
         let y = r.mpi(128)?;
         let encoded = r.consumed()[start..].to_vec();
-        Self::from_parts(p, q, g, y, encoded)
-            .map_err(|_| WireError::Invalid("not a valid DSA-1024 key"))
+        Self::from_parts(p, q, g, y, encoded).map_err(|_| WireError::Invalid("not a valid DSA-1024 key"))
     }
 
     /// Checks the numbers: p odd, q 160 bits, 1 < g, y < p, and g and y of order q.
-    fn from_parts(
-        p: &[u8],
-        q: &[u8],
-        g: &[u8],
-        y: &[u8],
-        encoded: Vec<u8>,
-    ) -> Result<Self, CryptoError> {
-        let p = Odd::new(uint(p, P_BITS)?)
-            .into_option()
-            .ok_or(CryptoError::BadPublicKey)?;
-        let q = NonZero::new(uint(q, Q_BITS)?)
-            .into_option()
-            .ok_or(CryptoError::BadPublicKey)?;
+    fn from_parts(p: &[u8], q: &[u8], g: &[u8], y: &[u8], encoded: Vec<u8>) -> Result<Self, CryptoError> {
+        let p = Odd::new(uint(p, P_BITS)?).into_option().ok_or(CryptoError::BadPublicKey)?;
+        let q = NonZero::new(uint(q, Q_BITS)?).into_option().ok_or(CryptoError::BadPublicKey)?;
         if p.bit_width_vartime() < 512 || q.bit_width_vartime() != Q_BITS {
             return Err(CryptoError::BadPublicKey);
         }
@@ -149,13 +134,7 @@ impl DsaPublicKey {
             }
         }
         let fingerprint = Fingerprint(super::sha1(&[&encoded[2..]]));
-        Ok(Self {
-            q,
-            g,
-            y,
-            encoded,
-            fingerprint,
-        })
+        Ok(Self { q, g, y, encoded, fingerprint })
     }
 
     /// The OTR PUBKEY serialization, type field included.
@@ -190,11 +169,7 @@ impl DsaPublicKey {
             .retrieve()
             .rem_vartime(q)
             .resize_unchecked(q.bits_precision());
-        if v == r {
-            Ok(())
-        } else {
-            Err(CryptoError::BadSignature)
-        }
+        if v == r { Ok(()) } else { Err(CryptoError::BadSignature) }
     }
 }
 
@@ -223,19 +198,13 @@ pub struct DsaKeyPair {
 
 impl fmt::Debug for DsaKeyPair {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("DsaKeyPair")
-            .field("fingerprint", &self.public.fingerprint)
-            .finish_non_exhaustive()
+        f.debug_struct("DsaKeyPair").field("fingerprint", &self.public.fingerprint).finish_non_exhaustive()
     }
 }
 
 fn encode_public(c: &DsaComponents) -> Vec<u8> {
     let mut w = Writer::new();
-    w.u16(PUBKEY_TYPE_DSA)
-        .mpi(&c.p)
-        .mpi(&c.q)
-        .mpi(&c.g)
-        .mpi(&c.y);
+    w.u16(PUBKEY_TYPE_DSA).mpi(&c.p).mpi(&c.q).mpi(&c.g).mpi(&c.y);
     w.into_vec()
 }
 
@@ -285,11 +254,7 @@ impl DsaKeyPair {
             y: min(&c.y),
             x: Zeroizing::new(min(&c.x)),
         };
-        Ok(Self {
-            x,
-            public,
-            components,
-        })
+        Ok(Self { x, public, components })
     }
 
     /// The numbers of this key pair, for storage.

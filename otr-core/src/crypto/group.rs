@@ -41,17 +41,8 @@ fn consts() -> &'static Consts {
         let p_minus_1 = p.wrapping_sub(&BoxedUint::one_with_precision(MODULUS_BITS));
         let q = NonZero::new(p_minus_1.shr(1)).expect("(p-1)/2 is not zero");
         let params = BoxedMontyParams::new_vartime(p.clone());
-        let g = BoxedMontyForm::new(
-            BoxedUint::from_be_slice(&[2], MODULUS_BITS).expect("fits"),
-            &params,
-        );
-        Consts {
-            p,
-            p_minus_1,
-            q,
-            params,
-            g,
-        }
+        let g = BoxedMontyForm::new(BoxedUint::from_be_slice(&[2], MODULUS_BITS).expect("fits"), &params);
+        Consts { p, p_minus_1, q, params, g }
     })
 }
 
@@ -86,10 +77,7 @@ impl Exponent {
     pub fn from_be_bytes_mod_q(bytes: &[u8]) -> Self {
         let wide = BoxedUint::from_be_slice_vartime(bytes);
         let value = wide.rem_vartime(order()).resize_unchecked(MODULUS_BITS);
-        Self {
-            value,
-            bits: MODULUS_BITS,
-        }
+        Self { value, bits: MODULUS_BITS }
     }
 
     /// The exponent's value.
@@ -100,15 +88,52 @@ impl Exponent {
     /// Wraps an already reduced value (used by SMP arithmetic mod q).
     pub fn from_value(value: BoxedUint) -> Self {
         let value = value.resize_unchecked(MODULUS_BITS);
-        Self {
-            value,
-            bits: MODULUS_BITS,
-        }
+        Self { value, bits: MODULUS_BITS }
     }
 
     /// The big-endian bytes of the exponent (fixed width).
     pub fn to_be_bytes(&self) -> Box<[u8]> {
         self.value.to_be_bytes()
+    }
+
+    /// An exponent from big-endian bytes, not reduced. Exponentiation is bounded by
+    /// `8 * bytes.len()` bits, so only the length (never the value) shows in the timing.
+    /// SMP uses this for its 32-byte secret digest and for hash challenges.
+    pub fn from_be_bytes(bytes: &[u8]) -> Self {
+        let bits = u32::try_from(bytes.len()).ok().and_then(|n| n.checked_mul(8)).unwrap_or(u32::MAX).max(8);
+        Self { value: BoxedUint::from_be_slice_truncated(bytes, bits), bits }
+    }
+
+    /// A public exponent that must lie in `1 ..= q-1`, as the responses of SMP's
+    /// zero-knowledge proofs must (libotr's `check_expon`); `None` when out of range.
+    /// Exponentiation is bounded by [`MODULUS_BITS`].
+    pub fn from_be_bytes_nonzero_below_q(bytes: &[u8]) -> Option<Self> {
+        let value = BoxedUint::from_be_slice(bytes, MODULUS_BITS).ok()?;
+        if bool::from(value.is_zero()) || value >= **order() {
+            return None;
+        }
+        Some(Self { value, bits: MODULUS_BITS })
+    }
+
+    /// `(self - x * c) mod q`: the response of a Schnorr-style proof of knowledge, where `self`
+    /// is the random commitment exponent, `x` the secret and `c` the challenge.
+    ///
+    /// Constant-time in all three values (the divisions are by the public q). The inputs need
+    /// not be reduced but must fit in [`MODULUS_BITS`] bits.
+    pub fn sub_mul_mod_q(&self, x: &Self, c: &Self) -> Self {
+        let q = order();
+        let mut r = (&self.value).resize_unchecked(MODULUS_BITS);
+        let mut x = (&x.value).resize_unchecked(MODULUS_BITS);
+        let mut c = (&c.value).resize_unchecked(MODULUS_BITS);
+        let mut r_red = r.rem(q);
+        let mut x_red = x.rem(q);
+        let mut c_red = c.rem(q);
+        let mut xc = x_red.mul_mod(&c_red, q);
+        let value = r_red.sub_mod(&xc, q);
+        for v in [&mut r, &mut x, &mut c, &mut r_red, &mut x_red, &mut c_red, &mut xc] {
+            v.zeroize();
+        }
+        Self { value, bits: MODULUS_BITS }
     }
 }
 
@@ -121,13 +146,7 @@ pub struct Element {
 impl core::fmt::Debug for Element {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         let b = self.to_bytes();
-        write!(
-            f,
-            "Element({:02x}{:02x}..; {} bytes)",
-            b[0],
-            b.get(1).copied().unwrap_or(0),
-            b.len()
-        )
+        write!(f, "Element({:02x}{:02x}..; {} bytes)", b[0], b.get(1).copied().unwrap_or(0), b.len())
     }
 }
 
@@ -137,8 +156,8 @@ impl Element {
     /// # Errors
     /// [`CryptoError::BadGroupElement`] when out of range (0, 1, p-1, p or larger).
     pub fn from_bytes(magnitude: &[u8]) -> Result<Self, CryptoError> {
-        let value = BoxedUint::from_be_slice(magnitude, MODULUS_BITS)
-            .map_err(|_| CryptoError::BadGroupElement)?;
+        let value =
+            BoxedUint::from_be_slice(magnitude, MODULUS_BITS).map_err(|_| CryptoError::BadGroupElement)?;
         let two = BoxedUint::from_be_slice(&[2], MODULUS_BITS).expect("fits");
         let c = consts();
         if value < two || value >= c.p_minus_1 {
@@ -244,6 +263,23 @@ mod tests {
         *pm2.last_mut().unwrap() -= 2;
         assert!(Element::from_bytes(&pm2).is_ok());
         assert!(Element::from_bytes(&[1; 193]).is_err());
+    }
+
+    #[test]
+    fn proof_response_mod_q() {
+        let mut rng = ChaCha20Rng::seed_from_u64(2);
+        let r = Exponent::random(MODULUS_BITS, &mut rng);
+        let x = Exponent::random(MODULUS_BITS, &mut rng);
+        let c = Exponent::from_be_bytes(&[0xff; 32]);
+        let d = r.sub_mul_mod_q(&x, &c);
+        assert!(d.value() < order().as_ref());
+        // g^d * (g^x)^c == g^r
+        let gx = Element::generator_pow(&x);
+        let lhs = Element::generator_pow(&d).mul(&gx.pow_elem(&c).unwrap()).unwrap();
+        assert_eq!(lhs, Element::generator_pow(&r));
+        assert!(Exponent::from_be_bytes_nonzero_below_q(&[]).is_none());
+        assert!(Exponent::from_be_bytes_nonzero_below_q(&order().to_be_bytes()).is_none());
+        assert!(Exponent::from_be_bytes_nonzero_below_q(&[1]).is_some());
     }
 
     #[test]
