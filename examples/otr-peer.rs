@@ -105,6 +105,11 @@ impl Peer {
                     "error received an unencrypted message; not shown".into()
                 }
                 Event::ExtraSymmetricKey { key, .. } => format!("symkey {}", hex(&key[..])),
+                Event::SmpRequest { question: Some(q), .. } => format!("smp-request {}", B64.encode(q)),
+                Event::SmpRequest { question: None, .. } => "smp-request -".into(),
+                Event::SmpSucceeded { .. } => "smp-success".into(),
+                Event::SmpFailed { .. } => "smp-failure".into(),
+                Event::SmpAborted { .. } => "smp-aborted".into(),
                 Event::ErrorReceived { text } => {
                     format!("error OTR error message received: {}", one_line(&text))
                 }
@@ -125,7 +130,7 @@ impl Peer {
                 let msg = text()?;
                 self.session.receive(now, &msg, &mut self.rng).map_err(|e| e.to_string())?;
             }
-            "send" => match self.session.send(now, &text()?, &mut self.rng) {
+            "send" => match self.session.send(now, &text()?) {
                 Ok(Sent::Held) if self.session.policy().contains(Policy::REQUIRE_ENCRYPTION) => {
                     self.drain();
                     return Err(
@@ -137,14 +142,47 @@ impl Peer {
                 Err(e) => return Err(e.to_string()),
             },
             "query" => self.session.start(now),
-            "end" => self.session.end(now, &mut self.rng),
-            "smp" | "smpq" | "smp-answer" | "smp-abort" | "symkey" => {
-                return Err("not supported yet".into());
+            "end" => self.session.end(now),
+            "symkey" => {
+                let (use_, data) =
+                    arg.and_then(|a| a.split_once(' ')).ok_or("usage: symkey <use> <b64usedata>")?;
+                let use_: u32 = use_.parse().map_err(|_| "symkey: use must be a decimal 32-bit number")?;
+                let key = self
+                    .session
+                    .extra_symmetric_key(now, use_, &decode(Some(data))?)
+                    .map_err(|e| e.to_string())?;
+                self.drain();
+                self.line(&format!("symkey {}", hex(&key[..])));
+            }
+            "smp" => {
+                let secret = decode(arg)?;
+                self.session.smp_start(now, None, &secret, &mut self.rng).map_err(|e| e.to_string())?;
+            }
+            "smpq" => {
+                let (q, secret) =
+                    arg.and_then(|a| a.split_once(' ')).ok_or("usage: smpq <b64question> <b64secret>")?;
+                let q = String::from_utf8_lossy(&decode(Some(q))?).into_owned();
+                let secret = decode(Some(secret))?;
+                self.session.smp_start(now, Some(&q), &secret, &mut self.rng).map_err(|e| e.to_string())?;
+            }
+            "smp-answer" => {
+                let secret = decode(arg)?;
+                self.session.smp_respond(now, &secret, &mut self.rng).map_err(|e| e.to_string())?;
+            }
+            "smp-abort" => {
+                if self.session.private_with().is_none() {
+                    return Err("there is no private conversation".into());
+                }
+                self.session.smp_abort(now);
             }
             other => return Err(format!("unknown command {other:?}")),
         }
         Ok(())
     }
+}
+
+fn decode(arg: Option<&str>) -> Result<Vec<u8>, String> {
+    B64.decode(arg.ok_or("missing argument")?).map_err(|_| "argument is not base64".to_string())
 }
 
 fn hex(bytes: &[u8]) -> String {

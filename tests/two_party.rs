@@ -64,8 +64,8 @@ fn two_hundred_messages_alternating_and_in_bursts_rotate_keys() {
 fn remote_end_finishes_and_refuses_to_send() {
     let mut p = Pair::new(Policy::MANUAL, Policy::MANUAL);
     let first = p.secure(Side::A);
-    let (now, rng) = (p.now, &mut p.rng);
-    p.b.end(now, rng);
+    let now = p.now;
+    p.b.end(now);
     p.drive();
     assert!(p.b_events.iter().any(|e| matches!(e, Event::Ended { .. })));
     assert!(p.a_events.iter().any(|e| matches!(e, Event::RemoteEnded { .. })));
@@ -82,7 +82,7 @@ fn remote_end_finishes_and_refuses_to_send() {
     );
     // A new AKE gives a new ssid and both can talk again.
     let now = p.now;
-    p.a.end(now, &mut p.rng);
+    p.a.end(now);
     let second = p.secure(Side::B);
     assert_ne!(first, second);
     p.send(Side::A, "back").unwrap();
@@ -95,7 +95,7 @@ fn our_end_is_seen_by_the_peer() {
     let mut p = Pair::new(Policy::MANUAL, Policy::MANUAL);
     p.secure(Side::B);
     let now = p.now;
-    p.a.end(now, &mut p.rng);
+    p.a.end(now);
     p.drive();
     assert!(p.b_events.iter().any(|e| matches!(e, Event::RemoteEnded { .. })));
     assert!(p.a.private_with().is_none());

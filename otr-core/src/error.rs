@@ -49,6 +49,9 @@ pub enum SendError {
     /// There is no private conversation (with that instance) to do this in. Start one first.
     #[error("there is no private conversation; start one first")]
     NotPrivate,
+    /// There is no SMP request to answer.
+    #[error("there is no SMP request to answer")]
+    NoSmpRequest,
     /// The data is too long for one TLV.
     #[error("data too long for one OTR TLV (at most 65531 bytes)")]
     TooLong,

@@ -100,6 +100,35 @@ pub enum Event {
         /// Use-specific data (e.g. a file name).
         usedata: Vec<u8>,
     },
+    /// The peer started SMP; answer with [`Session::smp_respond`](crate::Session::smp_respond)
+    /// (or abort). Show the question, if any.
+    SmpRequest {
+        /// The remote instance.
+        instance: InstanceTag,
+        /// The peer's question (from the peer: untrusted text).
+        question: Option<String>,
+    },
+    /// SMP succeeded: both sides used the same secret, so `fingerprint` really is the key of
+    /// the person who knows it. An application may now mark it verified.
+    SmpSucceeded {
+        /// The remote instance.
+        instance: InstanceTag,
+        /// The fingerprint this run verified.
+        fingerprint: Fingerprint,
+    },
+    /// SMP completed but the secrets differed.
+    SmpFailed {
+        /// The remote instance.
+        instance: InstanceTag,
+    },
+    /// SMP was aborted: by the peer or an unexpected message (`cheated` false), or because a
+    /// check failed (`cheated` true). Nothing was verified.
+    SmpAborted {
+        /// The remote instance.
+        instance: InstanceTag,
+        /// Whether a check failed (a broken or malicious peer).
+        cheated: bool,
+    },
     /// The remote sent an OTR error message.
     ErrorReceived {
         /// Its human-readable text (from the peer: untrusted).

@@ -15,6 +15,7 @@ use crate::instance::InstanceTag;
 use crate::keys::KeyWindow;
 use crate::message::{self, Header, Incoming, Versions, kind};
 use crate::policy::Policy;
+use crate::smp::{Smp, SmpEvent};
 use crate::tlv::{self, Tlv};
 use crate::wire::{Reader, WireError};
 
@@ -79,6 +80,7 @@ struct Private {
     keys: KeyWindow,
     ssid: Ssid,
     their_key: DsaPublicKey,
+    smp: Smp,
 }
 
 /// Our state towards one remote instance (one client of the remote account).
@@ -138,7 +140,7 @@ enum Offer {
 ///     if !moved { break; }
 /// }
 /// assert!(matches!(alice.poll_event(), Some(Event::Secure { .. })));
-/// alice.send(now, "hola", &mut rng).unwrap();
+/// alice.send(now, "hola").unwrap();
 /// let wire = alice.poll_transmit().unwrap();
 /// bob.receive(now, &wire.message, &mut rng).unwrap();
 /// # let _ = bob.poll_event();
@@ -244,25 +246,21 @@ impl Session {
     /// Ends the private conversation with every instance: each encrypted one is told with a
     /// "disconnected" TLV. Afterwards the session is in plaintext; messages held for the
     /// private conversation are dropped.
-    pub fn end(&mut self, now: Timestamp, rng: &mut (impl CryptoRng + ?Sized)) {
-        let _ = rng;
+    pub fn end(&mut self, now: Timestamp) {
         self.master.reset();
         self.held.clear();
         for i in 0..self.instances.len() {
-            let disconnect = tlv::join_plaintext(b"", &[Tlv::new(tlv::kind::DISCONNECTED, Vec::new())]);
-            let inst = &mut self.instances[i];
-            inst.ake.reset();
-            let was = core::mem::replace(&mut inst.state, MsgState::Plaintext);
-            let tag = inst.tag;
-            match was {
-                MsgState::Encrypted(mut p) => {
-                    self.send_data(tag, &mut p, FLAG_IGNORE_UNREADABLE, &disconnect);
-                    self.events.push_back(Event::Ended { instance: tag });
+            self.instances[i].ake.reset();
+            let tag = self.instances[i].tag;
+            match self.instances[i].state {
+                MsgState::Encrypted(_) => {
+                    self.send_tlv(i, now, Tlv::new(tlv::kind::DISCONNECTED, Vec::new()));
                 }
-                MsgState::Finished => self.events.push_back(Event::Ended { instance: tag }),
-                MsgState::Plaintext => {}
+                MsgState::Finished => {}
+                MsgState::Plaintext => continue,
             }
-            let _ = now;
+            self.instances[i].state = MsgState::Plaintext;
+            self.events.push_back(Event::Ended { instance: tag });
         }
     }
 
@@ -270,13 +268,7 @@ impl Session {
     ///
     /// # Errors
     /// [`SendError`] when the state or policy refuses it; nothing is transmitted then.
-    pub fn send(
-        &mut self,
-        now: Timestamp,
-        text: &str,
-        rng: &mut (impl CryptoRng + ?Sized),
-    ) -> Result<Sent, SendError> {
-        let _ = rng;
+    pub fn send(&mut self, now: Timestamp, text: &str) -> Result<Sent, SendError> {
         if text.contains('\0') {
             return Err(SendError::ContainsNul);
         }
@@ -331,18 +323,75 @@ impl Session {
         now: Timestamp,
         use_: u32,
         usedata: &[u8],
-        rng: &mut (impl CryptoRng + ?Sized),
     ) -> Result<Zeroizing<[u8; 32]>, SendError> {
-        let _ = rng;
-        let i = self.best_index().filter(|&i| matches!(self.instances[i].state, MsgState::Encrypted(_)));
-        let i = i.ok_or(SendError::NotPrivate)?;
+        let i = self.private_index()?;
         if usedata.len() > usize::from(u16::MAX) - 4 {
             return Err(SendError::TooLong);
         }
         let mut value = use_.to_be_bytes().to_vec();
         value.extend_from_slice(usedata);
-        let plain = tlv::join_plaintext(b"", &[Tlv::new(tlv::kind::EXTRA_SYMMETRIC_KEY, value)]);
-        self.send_to_instance(i, now, FLAG_IGNORE_UNREADABLE, &plain).ok_or(SendError::NotPrivate)
+        self.send_tlv(i, now, Tlv::new(tlv::kind::EXTRA_SYMMETRIC_KEY, value)).ok_or(SendError::NotPrivate)
+    }
+
+    /// Starts the Socialist Millionaires' Protocol with the private instance: if the peer
+    /// answers with the same `secret`, both sides learn that they talk to whom they think
+    /// (an [`Event::SmpSucceeded`] carries the fingerprint that was verified). The optional
+    /// `question` is shown to the peer. Restarts an SMP already under way.
+    ///
+    /// # Errors
+    /// [`SendError::NotPrivate`] when there is no private conversation.
+    pub fn smp_start(
+        &mut self,
+        now: Timestamp,
+        question: Option<&str>,
+        secret: &[u8],
+        rng: &mut (impl CryptoRng + ?Sized),
+    ) -> Result<(), SendError> {
+        let i = self.private_index()?;
+        let ours = self.identity.fingerprint();
+        let MsgState::Encrypted(p) = &mut self.instances[i].state else { return Err(SendError::NotPrivate) };
+        let theirs = p.their_key.fingerprint();
+        let t = p.smp.start(&ours, &theirs, &p.ssid.0, secret, question, rng);
+        self.send_tlv(i, now, t);
+        Ok(())
+    }
+
+    /// Answers the peer's SMP request (see [`Event::SmpRequest`]) with our `secret`.
+    ///
+    /// # Errors
+    /// [`SendError::NoSmpRequest`] when no instance has a pending request.
+    pub fn smp_respond(
+        &mut self,
+        now: Timestamp,
+        secret: &[u8],
+        rng: &mut (impl CryptoRng + ?Sized),
+    ) -> Result<(), SendError> {
+        let ours = self.identity.fingerprint();
+        let i = (0..self.instances.len())
+            .filter(|&i| matches!(&self.instances[i].state, MsgState::Encrypted(p) if p.smp.has_pending_request()))
+            .max_by_key(|&i| self.instances[i].last_active)
+            .ok_or(SendError::NoSmpRequest)?;
+        let MsgState::Encrypted(p) = &mut self.instances[i].state else {
+            return Err(SendError::NoSmpRequest);
+        };
+        let theirs = p.their_key.fingerprint();
+        let t = match p.smp.respond(&theirs, &ours, &p.ssid.0, secret, rng) {
+            Ok(t) => t,
+            Err(_) => p.smp.abort(),
+        };
+        self.send_tlv(i, now, t);
+        Ok(())
+    }
+
+    /// Aborts every SMP under way (or pending request); the peer is told.
+    pub fn smp_abort(&mut self, now: Timestamp) {
+        for i in 0..self.instances.len() {
+            let MsgState::Encrypted(p) = &mut self.instances[i].state else { continue };
+            if p.smp.is_in_progress() {
+                let t = p.smp.abort();
+                self.send_tlv(i, now, t);
+            }
+        }
     }
 
     /// The instances of the remote account we know, with whether each is private.
@@ -532,7 +581,8 @@ impl Session {
         let ssid = Ssid(est.ssid);
         let fingerprint = est.their_key.fingerprint();
         let keys = KeyWindow::after_ake(est.our_dh, est.their_dh, est.their_keyid, rng);
-        inst.state = MsgState::Encrypted(Box::new(Private { keys, ssid, their_key: est.their_key }));
+        inst.state =
+            MsgState::Encrypted(Box::new(Private { keys, ssid, their_key: est.their_key, smp: Smp::new() }));
         self.events.push_back(Event::Secure { instance: inst.tag, fingerprint, ssid, refreshed });
         while let Some(text) = self.held.pop_front() {
             let plain = Zeroizing::new(tlv::join_plaintext(text.as_bytes(), &[]));
@@ -595,11 +645,45 @@ impl Session {
                         usedata,
                     });
                 }
+                tlv::kind::SMP1..=tlv::kind::SMP1Q => self.on_smp(i, now, &t, rng),
                 _ => {}
             }
         }
         self.handle_timeout(now);
         Ok(())
+    }
+
+    fn on_smp(&mut self, i: usize, now: Timestamp, t: &Tlv, rng: &mut (impl CryptoRng + ?Sized)) {
+        let tag = self.instances[i].tag;
+        let MsgState::Encrypted(p) = &mut self.instances[i].state else { return };
+        let (reply, event) = p.smp.handle(t, rng);
+        let fingerprint = p.their_key.fingerprint();
+        if let Some(reply) = reply {
+            self.send_tlv(i, now, reply);
+        }
+        let event = match event {
+            None => return,
+            Some(SmpEvent::Request { question }) => Event::SmpRequest { instance: tag, question },
+            Some(SmpEvent::Success) => Event::SmpSucceeded { instance: tag, fingerprint },
+            Some(SmpEvent::Failure) => Event::SmpFailed { instance: tag },
+            Some(SmpEvent::Aborted) => Event::SmpAborted { instance: tag, cheated: false },
+            Some(SmpEvent::Cheated) => Event::SmpAborted { instance: tag, cheated: true },
+        };
+        self.events.push_back(event);
+    }
+
+    /// Sends an empty-text data message carrying `t` (flagged IGNORE_UNREADABLE, as libotr
+    /// sends its SMP and symmetric-key carriers).
+    fn send_tlv(&mut self, i: usize, now: Timestamp, t: Tlv) -> Option<Zeroizing<[u8; 32]>> {
+        let plain = Zeroizing::new(tlv::join_plaintext(b"", &[t]));
+        self.send_to_instance(i, now, FLAG_IGNORE_UNREADABLE, &plain)
+    }
+
+    /// The private instance to act on: the best one, if it is private.
+    fn private_index(&self) -> Result<usize, SendError> {
+        self.best_index()
+            .filter(|&i| matches!(self.instances[i].state, MsgState::Encrypted(_)))
+            .ok_or(SendError::NotPrivate)
     }
 
     /// Encrypts `plaintext` to instance `i` (which must be private) and returns the extra

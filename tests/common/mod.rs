@@ -116,12 +116,8 @@ impl Pair {
     }
 
     pub fn send(&mut self, side: Side, text: &str) -> Result<otr::Sent, otr::SendError> {
-        let (now, rng) = (self.now, &mut self.rng);
-        let s = match side {
-            Side::A => &mut self.a,
-            Side::B => &mut self.b,
-        };
-        s.send(now, text, rng)
+        let now = self.now;
+        self.session(side).send(now, text)
     }
 
     /// Runs an AKE started by `side` with a query and returns the ssid both agreed on.

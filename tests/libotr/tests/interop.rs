@@ -77,7 +77,7 @@ impl Duo {
     }
 
     fn our_send(&mut self, text: &str) -> Result<Sent, SendError> {
-        self.ours.send(self.now, text, &mut self.rng)
+        self.ours.send(self.now, text)
     }
 
     fn our_secure(&self) -> Option<(String, String)> {
@@ -214,7 +214,7 @@ fn libotr_ends_we_finish_and_refuse_to_send() {
     assert_eq!(d.our_send("anyone?"), Err(SendError::Finished));
     d.drive();
     assert_eq!(d.wire.len(), before, "nothing left our side");
-    d.ours.end(d.now, &mut d.rng);
+    d.ours.end(d.now);
     d.drive();
     let second = d.secure_by(false);
     assert_ne!(first, second, "a new AKE gives a new ssid");
@@ -227,7 +227,7 @@ fn libotr_ends_we_finish_and_refuse_to_send() {
 fn we_end_and_libotr_sees_it() {
     let mut d = Duo::new(Policy::MANUAL, PeerPolicy::Manual, 0);
     let first = d.secure_by(false);
-    d.ours.end(d.now, &mut d.rng);
+    d.ours.end(d.now);
     d.drive();
     assert!(d.lib_events.contains(&PeerEvent::Finished), "{:?}", d.lib_events);
     assert!(d.lib_texts().is_empty(), "the disconnect carrier has no text");
@@ -277,7 +277,7 @@ fn require_encryption_never_lets_plaintext_out() {
 fn extra_symmetric_keys_agree() {
     let mut d = Duo::new(Policy::MANUAL, PeerPolicy::Manual, 0);
     d.secure_by(true);
-    let key = d.ours.extra_symmetric_key(d.now, 7, b"file.txt", &mut d.rng).unwrap();
+    let key = d.ours.extra_symmetric_key(d.now, 7, b"file.txt").unwrap();
     d.drive();
     let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
     assert!(d.lib_events.contains(&PeerEvent::Symkey(hex)), "{:?}", d.lib_events);
@@ -332,4 +332,251 @@ fn unreadable_garbage_does_not_break_the_session() {
     d.lib.send("still fine");
     d.drive();
     assert_eq!(d.our_texts(), vec![("still fine".to_string(), true)]);
+}
+
+impl Duo {
+    fn our_smp_outcomes(&self) -> Vec<&'static str> {
+        self.our_events
+            .iter()
+            .filter_map(|e| match e {
+                Event::SmpSucceeded { .. } => Some("success"),
+                Event::SmpFailed { .. } => Some("failure"),
+                Event::SmpAborted { .. } => Some("aborted"),
+                Event::SmpRequest { .. } => Some("request"),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn lib_smp_outcomes(&self) -> Vec<&'static str> {
+        self.lib_events
+            .iter()
+            .filter_map(|e| match e {
+                PeerEvent::SmpSuccess => Some("success"),
+                PeerEvent::SmpFailure => Some("failure"),
+                PeerEvent::SmpAborted => Some("aborted"),
+                PeerEvent::SmpRequest(_) => Some("request"),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn clear(&mut self) {
+        self.our_events.clear();
+        self.lib_events.clear();
+    }
+}
+
+#[test]
+fn smp_started_by_us_with_and_without_question() {
+    for question in [None, Some("¿Dónde nos conocimos? 在哪里")] {
+        for (ours, theirs, outcome) in [("s3cret", "s3cret", "success"), ("s3cret", "other", "failure")] {
+            let mut d = Duo::new(Policy::MANUAL, PeerPolicy::Manual, 0);
+            d.secure_by(true);
+            d.ours.smp_start(d.now, question, ours.as_bytes(), &mut d.rng).unwrap();
+            d.drive();
+            let asked = d.lib_events.iter().find_map(|e| match e {
+                PeerEvent::SmpRequest(q) => Some(q.clone()),
+                _ => None,
+            });
+            assert_eq!(asked, Some(question.map(|q| q.as_bytes().to_vec())), "libotr saw the question");
+            d.lib.smp_answer(theirs.as_bytes());
+            d.drive();
+            assert_eq!(d.our_smp_outcomes(), vec![outcome], "our outcome");
+            assert_eq!(d.lib_smp_outcomes(), vec!["request", outcome], "libotr's outcome");
+            if outcome == "success" {
+                let fp = d.our_events.iter().find_map(|e| match e {
+                    Event::SmpSucceeded { fingerprint, .. } => Some(fingerprint.to_string()),
+                    _ => None,
+                });
+                assert_eq!(
+                    fp.as_deref(),
+                    Some(d.lib.fingerprint()),
+                    "success names the verified fingerprint"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn smp_started_by_libotr_with_and_without_question() {
+    for question in [None, Some("favourite 🍕?")] {
+        for (theirs, ours, outcome) in [("pizza", "pizza", "success"), ("pizza", "pasta", "failure")] {
+            let mut d = Duo::new(Policy::MANUAL, PeerPolicy::Manual, 0);
+            d.secure_by(false);
+            d.lib.smp(question, theirs.as_bytes());
+            d.drive();
+            let asked = d.our_events.iter().find_map(|e| match e {
+                Event::SmpRequest { question, .. } => Some(question.clone()),
+                _ => None,
+            });
+            assert_eq!(asked, Some(question.map(str::to_owned)));
+            d.ours.smp_respond(d.now, ours.as_bytes(), &mut d.rng).unwrap();
+            d.drive();
+            assert_eq!(d.our_smp_outcomes(), vec!["request", outcome]);
+            assert_eq!(d.lib_smp_outcomes(), vec![outcome]);
+        }
+    }
+}
+
+#[test]
+fn smp_aborts_are_seen_and_a_second_run_succeeds() {
+    let mut d = Duo::new(Policy::MANUAL, PeerPolicy::Manual, 0);
+    d.secure_by(true);
+    // We abort after libotr's request arrives.
+    d.ours.smp_start(d.now, None, b"x", &mut d.rng).unwrap();
+    d.drive();
+    d.ours.smp_abort(d.now);
+    d.drive();
+    assert!(d.lib_events.contains(&PeerEvent::SmpAborted), "{:?}", d.lib_events);
+    // libotr aborts ours.
+    d.clear();
+    d.lib.smp(None, b"y");
+    d.drive();
+    d.lib.smp_abort();
+    d.drive();
+    assert_eq!(d.our_smp_outcomes(), vec!["request", "aborted"]);
+    // A failure, then a success.
+    d.clear();
+    d.ours.smp_start(d.now, Some("q"), b"one", &mut d.rng).unwrap();
+    d.drive();
+    d.lib.smp_answer(b"two");
+    d.drive();
+    assert_eq!(d.our_smp_outcomes(), vec!["failure"]);
+    d.clear();
+    d.lib.smp(Some("again"), b"same");
+    d.drive();
+    d.ours.smp_respond(d.now, b"same", &mut d.rng).unwrap();
+    d.drive();
+    assert_eq!(d.our_smp_outcomes(), vec!["request", "success"]);
+    assert_eq!(d.lib_smp_outcomes(), vec!["success"]);
+    // The conversation goes on.
+    d.our_send("after smp").unwrap();
+    d.drive();
+    assert_eq!(d.lib_texts().last(), Some(&("after smp".to_string(), true)));
+}
+
+#[test]
+fn ake_smp_and_large_messages_fragmented_at_300_both_ways() {
+    for us in [true, false] {
+        let mut d = Duo::new(Policy::MANUAL, PeerPolicy::Manual, 300);
+        d.secure_by(us);
+        if us {
+            d.ours.smp_start(d.now, Some("q?"), b"frag", &mut d.rng).unwrap();
+            d.drive();
+            d.lib.smp_answer(b"frag");
+        } else {
+            d.lib.smp(Some("q?"), b"frag");
+            d.drive();
+            d.ours.smp_respond(d.now, b"frag", &mut d.rng).unwrap();
+        }
+        d.drive();
+        assert!(d.our_smp_outcomes().contains(&"success"));
+        assert!(d.lib_smp_outcomes().contains(&"success"));
+        for i in 0..10 {
+            let text: String = sample(i).chars().cycle().take(2_000 + i * 700).collect();
+            d.our_send(&text).unwrap();
+            d.lib.send(&text);
+            d.drive();
+            assert_eq!(d.lib_texts().last().map(|t| &t.0), Some(&text));
+            assert_eq!(d.our_texts().last().map(|t| &t.0), Some(&text));
+        }
+        let long = d.wire.iter().filter(|(_, m)| m.len() > 300).count();
+        assert!(long <= 1, "only libotr's unfragmented query may exceed 300 bytes ({long})");
+    }
+}
+
+#[test]
+fn two_libotr_instances_of_one_account_keep_separate_conversations() {
+    let mut rng = ChaCha20Rng::seed_from_u64(3);
+    let config = SessionConfig::new("alice", Policy::MANUAL, InstanceTag::random(&mut rng));
+    let mut ours = Session::new(config, our_key());
+    let mut bobs = [
+        LibotrPeer::new("bob", "alice", PeerPolicy::Manual, false, 0, None).unwrap(),
+        LibotrPeer::new("bob", "alice", PeerPolicy::Manual, false, 0, None).unwrap(),
+    ];
+    let now = Timestamp(5);
+    let mut events = vec![];
+    let mut lib_events: [Vec<PeerEvent>; 2] = [vec![], vec![]];
+    // Everything we send reaches both of bob's clients (as an XMPP server does for a bare JID).
+    let mut pump = |ours: &mut Session,
+                    bobs: &mut [LibotrPeer; 2],
+                    events: &mut Vec<Event>,
+                    lib_events: &mut [Vec<PeerEvent>; 2]| {
+        for _ in 0..1000 {
+            let mut moved = false;
+            while let Some(t) = ours.poll_transmit() {
+                moved = true;
+                for b in bobs.iter_mut() {
+                    b.receive(t.message.as_bytes());
+                }
+            }
+            for (k, b) in bobs.iter_mut().enumerate() {
+                while let Some(o) = b.poll_output() {
+                    match o {
+                        Output::Net(m) => {
+                            moved = true;
+                            let _ = ours.receive(now, &m, &mut rng);
+                        }
+                        Output::Event(PeerEvent::Log(_)) => {}
+                        Output::Event(e) => lib_events[k].push(e),
+                    }
+                }
+            }
+            while let Some(e) = ours.poll_event() {
+                events.push(e);
+            }
+            if !moved {
+                return;
+            }
+        }
+        panic!("never quiet");
+    };
+    bobs[0].query();
+    pump(&mut ours, &mut bobs, &mut events, &mut lib_events);
+    bobs[1].query();
+    pump(&mut ours, &mut bobs, &mut events, &mut lib_events);
+    let secure: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Secure { instance, ssid, .. } => Some((*instance, *ssid)),
+            _ => None,
+        })
+        .collect();
+    let tags: std::collections::BTreeSet<u32> = secure.iter().map(|(i, _)| i.get()).collect();
+    assert!(tags.contains(&bobs[0].instance_tag()) && tags.contains(&bobs[1].instance_tag()), "{secure:?}");
+    // Each bob client writes; we see which instance each message came from.
+    bobs[0].send("from laptop");
+    bobs[1].send("from phone");
+    pump(&mut ours, &mut bobs, &mut events, &mut lib_events);
+    let got: Vec<(u32, String)> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Message { instance: Some(i), text, encrypted: true } => Some((i.get(), text.clone())),
+            _ => None,
+        })
+        .collect();
+    assert!(got.contains(&(bobs[0].instance_tag(), "from laptop".into())), "{got:?}");
+    assert!(got.contains(&(bobs[1].instance_tag(), "from phone".into())), "{got:?}");
+    // We answer each instance explicitly; only the addressed client reads it.
+    for k in 0..2 {
+        let tag = InstanceTag::new(bobs[k].instance_tag()).unwrap();
+        ours.send_to(now, tag, &format!("to {k}")).unwrap();
+    }
+    pump(&mut ours, &mut bobs, &mut events, &mut lib_events);
+    for k in 0..2 {
+        let texts: Vec<String> = lib_events[k]
+            .iter()
+            .filter_map(|e| match e {
+                PeerEvent::Msg { text, encrypted: true } => Some(String::from_utf8_lossy(text).into_owned()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(texts, vec![format!("to {k}")], "client {k} got only its own message");
+    }
+    // A plain send goes to the most recently active private instance (the phone).
+    ours.send(now, "default").unwrap();
+    pump(&mut ours, &mut bobs, &mut events, &mut lib_events);
+    assert!(lib_events[1].contains(&PeerEvent::Msg { encrypted: true, text: b"default".to_vec() }));
 }
