@@ -88,7 +88,9 @@ struct Instance {
     tag: InstanceTag,
     ake: Ake,
     state: MsgState,
-    last_active: Timestamp,
+    /// When we last exchanged a message with it, as a sequence number (ties in time are
+    /// common; the order of events is what matters).
+    last_active: u64,
     /// When we last sent this instance an encrypted message.
     last_sent: Timestamp,
     /// Set when data arrived that our next message (or a heartbeat) should acknowledge.
@@ -157,6 +159,8 @@ pub struct Session {
     held: VecDeque<Zeroizing<String>>,
     offer: Offer,
     fragments: Reassembler,
+    /// Counts message exchanges, to tell which instance was active most recently.
+    activity: u64,
 }
 
 impl Session {
@@ -172,6 +176,7 @@ impl Session {
             held: VecDeque::new(),
             offer: Offer::NotSent,
             fragments: Reassembler::default(),
+            activity: 0,
         }
     }
 
@@ -278,7 +283,7 @@ impl Session {
                 MsgState::Finished => return Err(SendError::Finished),
                 MsgState::Encrypted(_) => {
                     let plain = Zeroizing::new(tlv::join_plaintext(text.as_bytes(), &[]));
-                    self.instances[i].last_active = now;
+                    self.touch(i);
                     self.send_to_instance(i, now, 0, &plain);
                     return Ok(Sent::Encrypted);
                 }
@@ -394,6 +399,11 @@ impl Session {
         }
     }
 
+    /// Bytes held in partially reassembled fragmented messages (bounded; see [`fragment`]).
+    pub fn buffered_fragment_bytes(&self) -> usize {
+        self.fragments.held_bytes()
+    }
+
     /// The instances of the remote account we know, with whether each is private.
     pub fn instances(&self) -> impl Iterator<Item = (InstanceTag, bool)> + '_ {
         self.instances.iter().map(|i| (i.tag, matches!(i.state, MsgState::Encrypted(_))))
@@ -413,7 +423,7 @@ impl Session {
             .position(|i| i.tag == instance && matches!(i.state, MsgState::Encrypted(_)));
         let i = i.ok_or(SendError::NotPrivate)?;
         let plain = Zeroizing::new(tlv::join_plaintext(text.as_bytes(), &[]));
-        self.instances[i].last_active = now;
+        self.touch(i);
         self.send_to_instance(i, now, 0, &plain);
         Ok(())
     }
@@ -516,7 +526,7 @@ impl Session {
             return Err(ReceiveError::OtherInstance);
         }
         let i = self.instance_index(sender, now);
-        self.instances[i].last_active = now;
+        self.touch(i);
         match header.kind {
             kind::DATA => self.on_data(i, now, bytes, rng),
             kind::DH_COMMIT | kind::DH_KEY | kind::REVEAL_SIGNATURE | kind::SIGNATURE => {
@@ -534,7 +544,7 @@ impl Session {
             tag,
             ake: Ake::default(),
             state: MsgState::Plaintext,
-            last_active: now,
+            last_active: 0,
             last_sent: now,
             owes_heartbeat: false,
         });
@@ -627,7 +637,8 @@ impl Session {
             let text = String::from_utf8_lossy(text).into_owned();
             self.events.push_back(Event::Message { instance: Some(tag), text, encrypted: true });
         }
-        self.instances[i].owes_heartbeat = true;
+        // Like libotr: real messages (not heartbeats or TLV carriers) call for a heartbeat.
+        self.instances[i].owes_heartbeat |= !text.is_empty();
         for t in tlvs {
             match t.kind {
                 tlv::kind::DISCONNECTED => {
@@ -740,6 +751,11 @@ impl Session {
 
     fn send_error(&mut self, text: &str) {
         self.outgoing.push_back(Transmit { message: message::error_message(text) });
+    }
+
+    fn touch(&mut self, i: usize) {
+        self.activity += 1;
+        self.instances[i].last_active = self.activity;
     }
 
     fn best_index(&self) -> Option<usize> {

@@ -580,3 +580,25 @@ fn two_libotr_instances_of_one_account_keep_separate_conversations() {
     pump(&mut ours, &mut bobs, &mut events, &mut lib_events);
     assert!(lib_events[1].contains(&PeerEvent::Msg { encrypted: true, text: b"default".to_vec() }));
 }
+
+#[test]
+fn our_heartbeat_is_accepted_silently_by_libotr() {
+    let mut d = Duo::new(Policy::MANUAL, PeerPolicy::Manual, 0);
+    d.secure_by(true);
+    d.lib.send("hello");
+    d.drive();
+    let due = d.ours.poll_timeout().expect("a heartbeat is owed after libotr's message");
+    d.now = due;
+    d.ours.handle_timeout(due);
+    let before = d.wire.len();
+    d.drive();
+    assert_eq!(d.wire.len(), before + 1, "one heartbeat went out");
+    assert!(
+        !d.lib_events.iter().any(|e| matches!(e, PeerEvent::Msg { .. } | PeerEvent::Error(_))),
+        "libotr shows nothing for a heartbeat: {:?}",
+        d.lib_events
+    );
+    d.lib.send("still talking");
+    d.drive();
+    assert_eq!(d.our_texts().last(), Some(&("still talking".to_string(), true)));
+}
