@@ -1,6 +1,8 @@
 //! Deterministic tests of SMP, the extra symmetric key, fragmentation, heartbeats and
 //! multiple instances between our own sessions.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use common::{Pair, Side, session};

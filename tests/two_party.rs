@@ -1,6 +1,8 @@
 //! Two of our own sessions, fully deterministic: the same scenarios the libotr interop tests
 //! run, replayable exactly (seeded ChaCha RNG, fake clock).
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use common::{Pair, Side, sample_text};

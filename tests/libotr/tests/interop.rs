@@ -1,6 +1,8 @@
 //! Live interop: our `Session` against a real libotr 4.1.1 endpoint in the same process, in
 //! both directions. Our side uses a seeded RNG and a fake clock; libotr uses its own.
 
+#![allow(clippy::unwrap_used)]
+
 use otr::{
     DsaKeyPair, Event, InstanceTag, Policy, ReceiveError, SendError, Sent, Session, SessionConfig, Timestamp,
 };
