@@ -218,8 +218,10 @@ fn main() -> ExitCode {
         Peer { session: Session::new(config, key), rng, start: Instant::now(), out: io::stdout().lock() };
     let fp = peer.session.identity().fingerprint();
     peer.line(&format!("ready {fp}"));
-    for line in io::stdin().lock().lines() {
+    // Read bytes, not `lines()`: a line that is not UTF-8 (a broken driver) must not end us.
+    for line in io::stdin().lock().split(b'\n') {
         let Ok(line) = line else { break };
+        let line = String::from_utf8_lossy(&line);
         let line = line.trim_end_matches('\r');
         let (cmd, arg) = match line.split_once(' ') {
             Some((c, a)) => (c, Some(a)),
