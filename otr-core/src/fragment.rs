@@ -151,6 +151,10 @@ impl Reassembler {
         }
         let Some(i) = idx else { return Ok(None) };
         let p = &mut self.partials[i];
+        if f.n == p.n && f.k == p.k {
+            // The network repeated the piece we just took: ignore it rather than lose the rest.
+            return Ok(None);
+        }
         if f.n != p.n || f.k != p.k + 1 {
             // A gap, a repeat or another message's piece: what we had is unusable.
             self.partials.remove(i);
@@ -219,6 +223,11 @@ mod tests {
         assert_eq!(r.add(&Fragment::parse("?OTR|100|100,3,3,c,").unwrap(), t), Ok(None));
         assert_eq!(r.held_bytes(), 0, "a gap discards the partial message");
         assert_eq!(r.add(&Fragment::parse("?OTR|100|100,2,3,b,").unwrap(), t), Ok(None));
+        // A piece repeated by the network is ignored; the message still completes.
+        for f in ["?OTR|100|100,1,3,a,", "?OTR|100|100,2,3,b,", "?OTR|100|100,2,3,b,"] {
+            assert_eq!(r.add(&Fragment::parse(f).unwrap(), t), Ok(None));
+        }
+        assert_eq!(r.add(&Fragment::parse("?OTR|100|100,3,3,c,").unwrap(), t), Ok(Some("abc".into())));
     }
 
     #[test]
