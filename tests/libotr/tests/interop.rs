@@ -155,6 +155,18 @@ fn sample(i: usize) -> String {
     format!("{} #{i}", T[i % T.len()])
 }
 
+/// A text of about `bytes` bytes (UTF-8), from the samples.
+fn sized(i: usize, bytes: usize) -> String {
+    let mut s = String::new();
+    for c in sample(i).chars().cycle() {
+        if s.len() + c.len_utf8() > bytes {
+            break;
+        }
+        s.push(c);
+    }
+    s
+}
+
 #[test]
 fn ake_initiated_by_us_and_by_libotr() {
     for us in [true, false] {
@@ -306,8 +318,7 @@ fn fragmented_at_300_bytes_both_ways() {
     let mut expect_lib = vec![];
     let mut expect_us = vec![];
     for i in 0..10 {
-        let size = 5_000 + i * 1_500;
-        let text: String = sample(i).chars().cycle().take(size / 3).collect();
+        let text = sized(i, 5_000 + i * 1_650);
         d.our_send(&text).unwrap();
         expect_lib.push((text.clone(), true));
         d.lib.send(&text);
@@ -477,7 +488,7 @@ fn ake_smp_and_large_messages_fragmented_at_300_both_ways() {
         assert!(d.our_smp_outcomes().contains(&"success"));
         assert!(d.lib_smp_outcomes().contains(&"success"));
         for i in 0..10 {
-            let text: String = sample(i).chars().cycle().take(2_000 + i * 700).collect();
+            let text = sized(i, 5_000 + i * 1_650);
             d.our_send(&text).unwrap();
             d.lib.send(&text);
             d.drive();
