@@ -10,6 +10,8 @@ use std::ffi::{CStr, CString, c_char, c_int, c_uint, c_void};
 use std::ptr::NonNull;
 use std::sync::OnceLock;
 
+pub(crate) use crate::record::{Kind, Record};
+
 /// Opaque `ShimEndpoint` of shim.c.
 #[repr(C)]
 struct ShimEndpoint {
@@ -54,56 +56,6 @@ unsafe extern "C" {
     fn shim_poll(ep: *mut ShimEndpoint);
 }
 
-/// Record kinds; the numbers are the `SHIM_*` constants of shim.c.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Kind {
-    Net = 0,
-    Secure = 1,
-    Insecure = 2,
-    Finished = 3,
-    MsgEncrypted = 4,
-    MsgPlain = 5,
-    SmpRequest = 6,
-    SmpSuccess = 7,
-    SmpFailure = 8,
-    SmpAborted = 9,
-    Symkey = 10,
-    Error = 11,
-    Log = 12,
-}
-
-impl Kind {
-    fn from_raw(raw: c_int) -> Option<Kind> {
-        use Kind::*;
-        [
-            Net,
-            Secure,
-            Insecure,
-            Finished,
-            MsgEncrypted,
-            MsgPlain,
-            SmpRequest,
-            SmpSuccess,
-            SmpFailure,
-            SmpAborted,
-            Symkey,
-            Error,
-            Log,
-        ]
-        .into_iter()
-        .find(|k| *k as c_int == raw)
-    }
-}
-
-/// One report of the shim: a kind and up to two byte strings (see shim.c).
-#[derive(Debug)]
-pub(crate) struct Record {
-    pub kind: Kind,
-    /// First payload; `None` when the shim passed NULL.
-    pub a: Option<Vec<u8>>,
-    /// Second payload (empty when absent).
-    pub b: Vec<u8>,
-}
 
 unsafe extern "C" fn sink(
     data: *mut c_void,

@@ -51,7 +51,12 @@
 //! replacement message the text goes out unchanged. An empty injected
 //! message (libotr "sends" one when refusing a send in FINISHED) is dropped.
 
+#[cfg(not(libotr_missing))]
 mod ffi;
+#[cfg(libotr_missing)]
+#[path = "ffi_missing.rs"]
+mod ffi;
+mod record;
 
 use std::collections::VecDeque;
 use std::ffi::{CString, c_int};
