@@ -1,0 +1,297 @@
+//! Accounts: names and Argon2id hashes of their secrets, in one text file.
+//!
+//! The file `accounts` in the data directory has one line per account:
+//! `NAME argon2id M_KIB T P SALT_HEX HASH_HEX`. It is rewritten atomically (temporary file,
+//! then rename) and re-read by a running server when it changes, so `otr-relay add-account`
+//! works while the server runs. Secrets themselves are never stored.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use argon2::{Algorithm, Argon2, Params, Version};
+use subtle::ConstantTimeEq;
+
+/// The accounts file name inside the data directory.
+pub const FILE_NAME: &str = "accounts";
+
+/// Argon2id cost parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Argon2Params {
+    /// Memory in KiB (at least 8 × `parallelism`).
+    pub memory_kib: u32,
+    /// Number of passes.
+    pub iterations: u32,
+    /// Lanes.
+    pub parallelism: u32,
+}
+
+impl Default for Argon2Params {
+    /// 19 MiB, 2 passes, 1 lane (OWASP's minimum recommendation for Argon2id).
+    fn default() -> Self {
+        Self { memory_kib: 19 * 1024, iterations: 2, parallelism: 1 }
+    }
+}
+
+impl Argon2Params {
+    /// Cheap parameters for tests only.
+    pub const TEST: Self = Self { memory_kib: 64, iterations: 1, parallelism: 1 };
+}
+
+/// Account errors.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AccountError {
+    /// Names are 1–64 characters from `A-Z a-z 0-9 . _ @ -`.
+    #[error("invalid account name (use 1-64 characters from A-Z a-z 0-9 . _ @ -)")]
+    BadName,
+    /// Secrets are 8–1024 bytes.
+    #[error("a secret must be 8 to 1024 bytes long")]
+    BadSecret,
+    /// The account exists already.
+    #[error("account {0:?} already exists")]
+    Exists(String),
+    /// Invalid Argon2 parameters.
+    #[error("argon2: {0}")]
+    Argon2(String),
+    /// The accounts file could not be read or written.
+    #[error("{path}: {source}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A line of the accounts file is malformed.
+    #[error("{path}:{line}: malformed account line")]
+    Malformed {
+        /// The file.
+        path: PathBuf,
+        /// The 1-based line number.
+        line: usize,
+    },
+    /// The system RNG failed.
+    #[error("system random number generator failed")]
+    Rng,
+}
+
+/// Whether `name` is an acceptable account name.
+pub fn valid_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'@' | b'-'))
+}
+
+/// One account's stored verifier.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Record {
+    params: Argon2Params,
+    salt: [u8; 16],
+    hash: [u8; 32],
+}
+
+fn argon2(params: Argon2Params) -> Result<Argon2<'static>, AccountError> {
+    let p = Params::new(params.memory_kib, params.iterations, params.parallelism, Some(32))
+        .map_err(|e| AccountError::Argon2(e.to_string()))?;
+    Ok(Argon2::new(Algorithm::Argon2id, Version::V0x13, p))
+}
+
+fn hash(params: Argon2Params, secret: &[u8], salt: &[u8; 16]) -> Result<[u8; 32], AccountError> {
+    let mut out = [0u8; 32];
+    argon2(params)?
+        .hash_password_into(secret, salt, &mut out)
+        .map_err(|e| AccountError::Argon2(e.to_string()))?;
+    Ok(out)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex<const N: usize>(s: &str) -> Option<[u8; N]> {
+    if s.len() != 2 * N || !s.is_ascii() {
+        return None;
+    }
+    let mut out = [0u8; N];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// A new random secret: 24 random bytes as 48 hex digits.
+///
+/// # Errors
+/// [`AccountError::Rng`] if the system RNG fails.
+pub fn generate_secret() -> Result<String, AccountError> {
+    let mut bytes = [0u8; 24];
+    getrandom::fill(&mut bytes).map_err(|_| AccountError::Rng)?;
+    Ok(hex(&bytes))
+}
+
+fn parse(path: &Path, text: &str) -> Result<HashMap<String, Record>, AccountError> {
+    let mut out = HashMap::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let bad = || AccountError::Malformed { path: path.into(), line: i + 1 };
+        let f: Vec<&str> = line.split_ascii_whitespace().collect();
+        let [name, "argon2id", m, t, p, salt, h] = f.as_slice() else { return Err(bad()) };
+        let params = Argon2Params {
+            memory_kib: m.parse().map_err(|_| bad())?,
+            iterations: t.parse().map_err(|_| bad())?,
+            parallelism: p.parse().map_err(|_| bad())?,
+        };
+        let record = Record { params, salt: unhex(salt).ok_or_else(bad)?, hash: unhex(h).ok_or_else(bad)? };
+        out.insert((*name).to_string(), record);
+    }
+    Ok(out)
+}
+
+fn read(path: &Path) -> Result<String, AccountError> {
+    match std::fs::read_to_string(path) {
+        Ok(s) => Ok(s),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
+        Err(source) => Err(AccountError::File { path: path.into(), source }),
+    }
+}
+
+/// Adds account `name` with `secret` to the accounts file in `data_dir` (created if needed).
+///
+/// # Errors
+/// [`AccountError`] if the name or secret is invalid, the account exists, or the file cannot
+/// be written.
+pub fn add_account(
+    data_dir: &Path,
+    name: &str,
+    secret: &str,
+    params: Argon2Params,
+) -> Result<(), AccountError> {
+    if !valid_name(name) {
+        return Err(AccountError::BadName);
+    }
+    if !(8..=1024).contains(&secret.len()) {
+        return Err(AccountError::BadSecret);
+    }
+    let path = data_dir.join(FILE_NAME);
+    let mut text = read(&path)?;
+    if parse(&path, &text)?.contains_key(name) {
+        return Err(AccountError::Exists(name.into()));
+    }
+    let mut salt = [0u8; 16];
+    getrandom::fill(&mut salt).map_err(|_| AccountError::Rng)?;
+    let h = hash(params, secret.as_bytes(), &salt)?;
+    if !text.is_empty() && !text.ends_with('\n') {
+        text.push('\n');
+    }
+    text.push_str(&format!(
+        "{name} argon2id {} {} {} {} {}\n",
+        params.memory_kib,
+        params.iterations,
+        params.parallelism,
+        hex(&salt),
+        hex(&h)
+    ));
+    let tmp = data_dir.join(format!("{FILE_NAME}.tmp"));
+    let io = |source| AccountError::File { path: tmp.clone(), source };
+    std::fs::write(&tmp, text.as_bytes()).map_err(io)?;
+    std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(io)?;
+    std::fs::rename(&tmp, &path).map_err(|source| AccountError::File { path: path.clone(), source })?;
+    Ok(())
+}
+
+/// The accounts a running server knows, re-read when the file changes.
+#[derive(Debug)]
+pub(crate) struct Accounts {
+    path: PathBuf,
+    modified: Option<SystemTime>,
+    records: HashMap<String, Record>,
+    /// Parameters for the dummy hash computed for unknown accounts (so timing does not tell).
+    dummy_params: Argon2Params,
+}
+
+impl Accounts {
+    pub(crate) fn open(data_dir: &Path, dummy_params: Argon2Params) -> Result<Self, AccountError> {
+        let mut a =
+            Self { path: data_dir.join(FILE_NAME), modified: None, records: HashMap::new(), dummy_params };
+        a.refresh()?;
+        Ok(a)
+    }
+
+    fn refresh(&mut self) -> Result<(), AccountError> {
+        let modified = std::fs::metadata(&self.path).and_then(|m| m.modified()).ok();
+        if modified != self.modified || modified.is_none() {
+            self.records = parse(&self.path, &read(&self.path)?)?;
+            self.modified = modified;
+        }
+        Ok(())
+    }
+
+    /// Whether `name` exists (after re-reading a changed file).
+    pub(crate) fn exists(&mut self, name: &str) -> bool {
+        if let Err(e) = self.refresh() {
+            tracing::warn!(error = %e, "accounts file unreadable; keeping the last good copy");
+        }
+        self.records.contains_key(name)
+    }
+
+    /// What a login needs to check `name` (a dummy when the account is unknown).
+    pub(crate) fn verifier(&mut self, name: &str) -> Verifier {
+        if let Err(e) = self.refresh() {
+            tracing::warn!(error = %e, "accounts file unreadable; keeping the last good copy");
+        }
+        match self.records.get(name) {
+            Some(r) => Verifier { record: r.clone(), real: true },
+            None => Verifier {
+                record: Record { params: self.dummy_params, salt: [0; 16], hash: [0; 32] },
+                real: false,
+            },
+        }
+    }
+}
+
+/// A copy of one account's verifier, checked off the async runtime.
+#[derive(Debug)]
+pub(crate) struct Verifier {
+    record: Record,
+    real: bool,
+}
+
+impl Verifier {
+    /// Whether `secret` is right. Costs one Argon2id hash whether or not the account exists.
+    pub(crate) fn check(&self, secret: &str) -> bool {
+        match hash(self.record.params, secret.as_bytes(), &self.record.salt) {
+            Ok(h) => self.real & bool::from(h.ct_eq(&self.record.hash)),
+            Err(_) => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn add_and_verify() {
+        let dir = std::env::temp_dir().join(format!("otr-relay-acct-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        add_account(&dir, "alice", "correct horse", Argon2Params::TEST).unwrap();
+        assert!(matches!(
+            add_account(&dir, "alice", "whatever1", Argon2Params::TEST),
+            Err(AccountError::Exists(_))
+        ));
+        assert!(matches!(
+            add_account(&dir, "a b", "whatever1", Argon2Params::TEST),
+            Err(AccountError::BadName)
+        ));
+        add_account(&dir, "bob", &generate_secret().unwrap(), Argon2Params::TEST).unwrap();
+        let mut accounts = Accounts::open(&dir, Argon2Params::TEST).unwrap();
+        assert!(accounts.verifier("alice").check("correct horse"));
+        assert!(!accounts.verifier("alice").check("correct horsf"));
+        assert!(!accounts.verifier("carol").check("correct horse"));
+        assert!(accounts.exists("bob") && !accounts.exists("carol"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

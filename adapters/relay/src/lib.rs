@@ -1,0 +1,25 @@
+//! otr-relay: the reference relay for otr-rs, and its client.
+//!
+//! The relay is a store-and-forward server for opaque strings (OTR messages): clients log in
+//! with an account name and secret over TLS 1.3, send messages to other accounts, and receive
+//! theirs in order, each kept on disk only until its recipient acknowledges it. The relay never
+//! sees plaintext: clients run OTR end to end (the demo uses the REQUIRE_ENCRYPTION policy).
+//!
+//! - [`server`]: [`Server`], its [`Limits`], and [`ServerHandle`] for running it in-process.
+//! - [`client`]: [`Client`] with a pinned certificate fingerprint.
+//! - [`proto`]: the frames on the wire.
+//! - [`accounts`]: the accounts file (Argon2id hashes only).
+//! - [`tls`]: certificates and the pin.
+#![warn(missing_docs)]
+
+pub mod accounts;
+pub mod client;
+pub mod proto;
+pub mod server;
+mod store;
+pub mod tls;
+
+pub use client::{Client, ClientConfig, ClientError, Delivery, Inbox};
+pub use proto::ErrorCode;
+pub use server::{Limits, Server, ServerConfig, ServerError, ServerHandle};
+pub use tls::CertFingerprint;

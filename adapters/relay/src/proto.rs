@@ -1,0 +1,233 @@
+//! The relay's wire protocol: length-delimited frames over TLS, each a postcard-encoded
+//! [`ClientFrame`] or [`ServerFrame`].
+//!
+//! A frame is a 4-byte big-endian length followed by that many bytes of payload. A connection
+//! starts with [`ClientFrame::Login`], which carries the protocol version; the server answers
+//! [`ServerFrame::Welcome`] or an [`ServerFrame::Error`] and closes. Bodies are opaque strings
+//! (OTR messages): the relay never interprets them.
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// The protocol version this crate speaks.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// The default largest frame payload, in bytes (64 KiB).
+pub const DEFAULT_MAX_FRAME: usize = 64 * 1024;
+
+/// What a client sends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClientFrame {
+    /// The first frame of a connection: who we are and which protocol we speak.
+    Login {
+        /// Must be [`PROTOCOL_VERSION`].
+        version: u16,
+        /// The account name.
+        account: String,
+        /// The account's secret.
+        secret: String,
+    },
+    /// Store `body` for `to`; the server answers [`ServerFrame::Accepted`] with the same `id`
+    /// once it is durably stored, or an error carrying that `id`.
+    Send {
+        /// The recipient account.
+        to: String,
+        /// The sender's id for this message, echoed in the answer and in the delivery.
+        id: u64,
+        /// The message (an OTR string; opaque to the relay).
+        body: String,
+    },
+    /// The message delivered with `seq` was handled: the server deletes it.
+    Ack {
+        /// The `seq` of a [`ServerFrame::Deliver`].
+        seq: u64,
+    },
+    /// Keeps an idle connection open; answered by [`ServerFrame::Pong`].
+    Ping {
+        /// Echoed back.
+        nonce: u64,
+    },
+}
+
+/// What the server sends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ServerFrame {
+    /// Login succeeded.
+    Welcome {
+        /// The server's protocol version.
+        version: u16,
+        /// How many messages are waiting for this account.
+        pending: u64,
+    },
+    /// The message the client sent with `id` is stored and will be delivered.
+    Accepted {
+        /// The client's message id.
+        id: u64,
+    },
+    /// A message for this account. It is delivered again after a reconnect until acked.
+    Deliver {
+        /// The server's sequence number: ack it with [`ClientFrame::Ack`].
+        seq: u64,
+        /// The sender account.
+        from: String,
+        /// The sender's message id.
+        id: u64,
+        /// The message.
+        body: String,
+    },
+    /// Something went wrong. With `id`, it concerns that sent message only; without, the
+    /// connection as a whole (the server usually closes it after this frame).
+    Error {
+        /// What went wrong.
+        code: ErrorCode,
+        /// The message id concerned, if any.
+        id: Option<u64>,
+        /// A human-readable explanation (never message contents).
+        message: String,
+    },
+    /// The answer to [`ClientFrame::Ping`].
+    Pong {
+        /// The ping's nonce.
+        nonce: u64,
+    },
+}
+
+/// Error codes of [`ServerFrame::Error`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// The client speaks a protocol version the server does not.
+    UnsupportedVersion,
+    /// The frame could not be decoded, or was not expected here.
+    BadFrame,
+    /// The announced frame is larger than the server accepts; the connection is closed.
+    FrameTooLarge,
+    /// Unknown account or wrong secret.
+    AuthFailed,
+    /// Too many failed logins: try again later.
+    TooManyAttempts,
+    /// The first frame must be a login, sent within the login timeout.
+    NotLoggedIn,
+    /// The recipient account does not exist.
+    UnknownRecipient,
+    /// The recipient's queue is full (messages or bytes): try again later.
+    QueueFull,
+    /// The account sends faster than allowed: try again later.
+    RateLimited,
+    /// Too many connections from this address.
+    TooManyConnections,
+    /// Nothing arrived for too long.
+    IdleTimeout,
+    /// The same account logged in on another connection, which replaced this one.
+    LoggedInElsewhere,
+    /// The server is shutting down.
+    ShuttingDown,
+    /// The server could not store the message; nothing was accepted.
+    Internal,
+}
+
+/// Why a frame could not be read.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FrameError {
+    /// The peer announced a frame larger than allowed.
+    #[error("frame of {announced} bytes announced, limit is {limit}")]
+    TooLarge {
+        /// The announced length.
+        announced: u64,
+        /// The limit.
+        limit: usize,
+    },
+    /// The connection closed or failed (also mid-frame).
+    #[error("connection: {0}")]
+    Io(#[from] std::io::Error),
+    /// The payload is not a valid frame.
+    #[error("undecodable frame")]
+    Decode,
+}
+
+/// Encodes `frame` as length + payload.
+///
+/// # Errors
+/// [`FrameError::Decode`] if serialization fails (it does not for these types).
+pub fn encode<T: Serialize>(frame: &T) -> Result<Vec<u8>, FrameError> {
+    let mut out = postcard::to_extend(frame, vec![0u8; 4]).map_err(|_| FrameError::Decode)?;
+    let len = u32::try_from(out.len().saturating_sub(4)).map_err(|_| FrameError::Decode)?;
+    out[..4].copy_from_slice(&len.to_be_bytes());
+    Ok(out)
+}
+
+/// Decodes a payload read by [`read_frame`].
+///
+/// # Errors
+/// [`FrameError::Decode`] when `payload` is not exactly one valid frame.
+pub fn decode<'a, T: Deserialize<'a>>(payload: &'a [u8]) -> Result<T, FrameError> {
+    match postcard::take_from_bytes(payload) {
+        Ok((frame, rest)) if rest.is_empty() => Ok(frame),
+        _ => Err(FrameError::Decode),
+    }
+}
+
+/// Reads one frame payload of at most `limit` bytes.
+///
+/// # Errors
+/// [`FrameError::TooLarge`] before reading any payload when the announced length exceeds
+/// `limit`; [`FrameError::Io`] when the stream ends or fails, also in the middle of a frame.
+pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R, limit: usize) -> Result<Vec<u8>, FrameError> {
+    let mut head = [0u8; 4];
+    r.read_exact(&mut head).await?;
+    let len = u32::from_be_bytes(head);
+    let n = usize::try_from(len).map_err(|_| FrameError::TooLarge { announced: len.into(), limit })?;
+    if n > limit {
+        return Err(FrameError::TooLarge { announced: len.into(), limit });
+    }
+    let mut buf = vec![0u8; n];
+    r.read_exact(&mut buf).await?;
+    Ok(buf)
+}
+
+/// Writes one encoded frame and flushes.
+///
+/// # Errors
+/// [`FrameError::Io`] when the stream fails.
+pub async fn write_frame<W: AsyncWrite + Unpin, T: Serialize>(
+    w: &mut W,
+    frame: &T,
+) -> Result<(), FrameError> {
+    let bytes = encode(frame)?;
+    w.write_all(&bytes).await?;
+    w.flush().await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip() {
+        let f = ClientFrame::Send { to: "bob".into(), id: 7, body: "?OTR:AAMD".into() };
+        let bytes = encode(&f).unwrap();
+        assert_eq!(u32::from_be_bytes(bytes[..4].try_into().unwrap()) as usize, bytes.len() - 4);
+        assert_eq!(decode::<ClientFrame>(&bytes[4..]).unwrap(), f);
+        let e = ServerFrame::Error { code: ErrorCode::QueueFull, id: Some(3), message: "full".into() };
+        let bytes = encode(&e).unwrap();
+        assert_eq!(decode::<ServerFrame>(&bytes[4..]).unwrap(), e);
+    }
+
+    #[test]
+    fn trailing_bytes_and_garbage_are_rejected() {
+        let mut bytes = encode(&ClientFrame::Ack { seq: 1 }).unwrap();
+        bytes.push(0);
+        assert!(decode::<ClientFrame>(&bytes[4..]).is_err());
+        assert!(decode::<ClientFrame>(&[0xff, 0xff, 0xff]).is_err());
+        assert!(decode::<ClientFrame>(&[]).is_err());
+    }
+
+    #[tokio::test]
+    async fn oversized_frame_is_refused_before_reading() {
+        let mut input: &[u8] = &100_000_000u32.to_be_bytes();
+        let err = read_frame(&mut input, DEFAULT_MAX_FRAME).await.unwrap_err();
+        assert!(matches!(err, FrameError::TooLarge { announced: 100_000_000, .. }));
+    }
+}

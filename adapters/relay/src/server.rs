@@ -1,0 +1,772 @@
+//! The relay server: accepts TLS 1.3 connections, authenticates accounts, stores messages
+//! durably and delivers them in order until acknowledged.
+//!
+//! Per connection there are two tasks: a reader (frames from the client: send, ack, ping) and
+//! a writer (answers and deliveries). Senders never write to another client's socket: they
+//! store the message and wake the recipient's writer, which reads its queue from the store.
+//! So a slow or stuck reader holds up nobody else; its writer gives up after the write
+//! timeout and the messages stay stored for the next login.
+
+use std::collections::{BTreeSet, HashMap};
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, Semaphore, mpsc, oneshot, watch};
+use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+
+use crate::accounts::{AccountError, Accounts, Argon2Params};
+use crate::proto::{self, ClientFrame, ErrorCode, FrameError, PROTOCOL_VERSION, ServerFrame};
+use crate::store::{QueueLimits, Store, StoreError, unix_ms};
+use crate::tls::{CertFingerprint, ServerIdentity, TlsError};
+
+/// The server's limits and timeouts. [`Default`] gives values for a small public relay.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest frame payload accepted, in bytes; a larger announced frame gets
+    /// [`ErrorCode::FrameTooLarge`] and the connection is closed.
+    pub max_frame_bytes: usize,
+    /// Most messages waiting for one recipient.
+    pub queue_max_messages: u64,
+    /// Most bytes waiting for one recipient.
+    pub queue_max_bytes: u64,
+    /// Most simultaneous connections from one IP address.
+    pub max_connections_per_ip: usize,
+    /// Most simultaneous connections in all; beyond it new ones are closed without a word.
+    pub max_connections: usize,
+    /// Messages per second one account may send (sustained).
+    pub messages_per_second: u32,
+    /// Messages one account may send in a burst.
+    pub burst: u32,
+    /// A logged-in connection that sends nothing for this long is closed.
+    pub idle_timeout: Duration,
+    /// Time for the TLS handshake plus the login frame.
+    pub login_timeout: Duration,
+    /// A single frame write that takes longer than this means a slow reader: it is
+    /// disconnected (its messages stay stored).
+    pub write_timeout: Duration,
+    /// How long an undelivered message is kept.
+    pub message_ttl: Duration,
+    /// How often expired messages are swept.
+    pub sweep_interval: Duration,
+    /// Delay before answering a failed login.
+    pub login_failure_delay: Duration,
+    /// Failed logins allowed per (address, account) within `login_lockout`.
+    pub max_login_failures: u32,
+    /// How long failures are remembered, and the lockout after too many.
+    pub login_lockout: Duration,
+    /// Undecodable frames tolerated on one connection before it is closed.
+    pub max_bad_frames: u32,
+    /// Deliveries sent but not yet acknowledged, per connection.
+    pub delivery_window: usize,
+    /// Frames queued for one connection's writer (the bounded send buffer).
+    pub send_buffer_frames: usize,
+    /// On shutdown, how long connections get to finish before they are dropped.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_frame_bytes: proto::DEFAULT_MAX_FRAME,
+            queue_max_messages: 1000,
+            queue_max_bytes: 8 << 20,
+            max_connections_per_ip: 16,
+            max_connections: 4096,
+            messages_per_second: 20,
+            burst: 100,
+            idle_timeout: Duration::from_secs(120),
+            login_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(10),
+            message_ttl: Duration::from_secs(7 * 24 * 3600),
+            sweep_interval: Duration::from_secs(60),
+            login_failure_delay: Duration::from_secs(1),
+            max_login_failures: 5,
+            login_lockout: Duration::from_secs(300),
+            max_bad_frames: 100,
+            delivery_window: 128,
+            send_buffer_frames: 64,
+            shutdown_grace: Duration::from_secs(5),
+        }
+    }
+}
+
+/// How to run a server.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Address to listen on (port 0 picks a free one).
+    pub listen: SocketAddr,
+    /// Directory for the store, the accounts file and a generated certificate.
+    pub data_dir: PathBuf,
+    /// PEM certificate chain and key; when `None`, `cert.pem`/`key.pem` in `data_dir`
+    /// (generated on first start).
+    pub cert_and_key: Option<(PathBuf, PathBuf)>,
+    /// Limits and timeouts.
+    pub limits: Limits,
+    /// Argon2 parameters of the dummy hash computed for unknown accounts; use those of
+    /// `add-account` so both cost the same.
+    pub argon2: Argon2Params,
+}
+
+impl ServerConfig {
+    /// Defaults for `data_dir`, listening on `listen`.
+    pub fn new(listen: SocketAddr, data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            listen,
+            data_dir: data_dir.into(),
+            cert_and_key: None,
+            limits: Limits::default(),
+            argon2: Argon2Params::default(),
+        }
+    }
+}
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    /// Listening or the data directory failed.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// The certificate or key.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// The store.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The accounts file.
+    #[error(transparent)]
+    Accounts(#[from] AccountError),
+}
+
+/// A bound server, ready to [`run`](Server::run).
+pub struct Server {
+    listener: TcpListener,
+    state: Arc<State>,
+    fingerprint: CertFingerprint,
+    shutdown_tx: watch::Sender<bool>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server").field("fingerprint", &self.fingerprint).finish_non_exhaustive()
+    }
+}
+
+struct Online {
+    conn: u64,
+    wake: Arc<Notify>,
+    kick: Option<oneshot::Sender<()>>,
+}
+
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+struct Failures {
+    count: u32,
+    first: Instant,
+}
+
+struct State {
+    limits: Limits,
+    acceptor: TlsAcceptor,
+    store: Store,
+    accounts: Mutex<Accounts>,
+    online: Mutex<HashMap<String, Online>>,
+    per_ip: Mutex<HashMap<IpAddr, usize>>,
+    failures: Mutex<HashMap<(IpAddr, String), Failures>>,
+    buckets: Mutex<HashMap<String, Bucket>>,
+    /// Argon2 is memory- and CPU-hungry: at most this many at once.
+    hashing: Semaphore,
+    shutdown: watch::Receiver<bool>,
+    next_conn: AtomicU64,
+    connections: AtomicU64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Server {
+    /// Loads or generates the certificate, opens the store and binds the listener.
+    ///
+    /// # Errors
+    /// [`ServerError`] if any of these fails.
+    pub async fn bind(config: ServerConfig) -> Result<Self, ServerError> {
+        std::fs::create_dir_all(&config.data_dir)?;
+        let identity = match &config.cert_and_key {
+            Some((c, k)) => ServerIdentity::from_files(c, k)?,
+            None => ServerIdentity::load_or_generate(&config.data_dir)?,
+        };
+        let acceptor = TlsAcceptor::from(identity.server_config()?);
+        let store = Store::open(&config.data_dir.join("messages.redb"))?;
+        let accounts = Accounts::open(&config.data_dir, config.argon2)?;
+        let listener = TcpListener::bind(config.listen).await?;
+        let (shutdown_tx, shutdown) = watch::channel(false);
+        let state = Arc::new(State {
+            limits: config.limits,
+            acceptor,
+            store,
+            accounts: Mutex::new(accounts),
+            online: Mutex::new(HashMap::new()),
+            per_ip: Mutex::new(HashMap::new()),
+            failures: Mutex::new(HashMap::new()),
+            buckets: Mutex::new(HashMap::new()),
+            hashing: Semaphore::new(2),
+            shutdown,
+            next_conn: AtomicU64::new(1),
+            connections: AtomicU64::new(0),
+        });
+        Ok(Self { listener, state, fingerprint: identity.fingerprint(), shutdown_tx })
+    }
+
+    /// The address actually bound.
+    ///
+    /// # Errors
+    /// If the OS cannot tell.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// The SHA-256 fingerprint of the server certificate, for clients to pin.
+    pub fn fingerprint(&self) -> CertFingerprint {
+        self.fingerprint
+    }
+
+    /// Serves until `shutdown` completes, then closes every connection (telling each client
+    /// [`ErrorCode::ShuttingDown`]), waits for them up to the grace period, and releases the
+    /// store. Every message answered with "accepted" is on disk by then.
+    ///
+    /// # Errors
+    /// [`ServerError`] if accepting fails fatally.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
+        let Self { listener, state, shutdown_tx, .. } = self;
+        let mut tasks = JoinSet::new();
+        tasks.spawn(sweeper(state.clone()));
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                () = &mut shutdown => break,
+                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+                accepted = listener.accept() => match accepted {
+                    Ok((tcp, peer)) => admit(&state, &mut tasks, tcp, peer),
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off briefly, keep serving.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                },
+            }
+        }
+        tracing::info!("shutting down");
+        drop(listener);
+        let _ = shutdown_tx.send(true);
+        let grace = state.limits.shutdown_grace;
+        let drained = tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
+        if drained.is_err() {
+            tracing::warn!("connections still open after the grace period; dropping them");
+            tasks.shutdown().await;
+        }
+        let done = state.store.take_done();
+        drop(state);
+        if let Some(done) = done {
+            let _ = done.await;
+        }
+        tracing::info!("stopped");
+        Ok(())
+    }
+
+    /// Runs the server on the current runtime in the background.
+    ///
+    /// # Errors
+    /// If the local address cannot be read.
+    pub fn spawn(self) -> std::io::Result<ServerHandle> {
+        let addr = self.local_addr()?;
+        let fingerprint = self.fingerprint;
+        let store = self.state.store.clone();
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(self.run(async move {
+            let _ = rx.await;
+        }));
+        Ok(ServerHandle { addr, fingerprint, stop: Some(tx), task, store: Some(store) })
+    }
+}
+
+/// A server running in the background (see [`Server::spawn`]).
+#[derive(Debug)]
+pub struct ServerHandle {
+    addr: SocketAddr,
+    fingerprint: CertFingerprint,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<Result<(), ServerError>>,
+    store: Option<Store>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Store")
+    }
+}
+
+impl ServerHandle {
+    /// The address the server listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The certificate fingerprint to pin.
+    pub fn fingerprint(&self) -> CertFingerprint {
+        self.fingerprint
+    }
+
+    /// How many messages the store holds (waiting for delivery or an ack).
+    ///
+    /// # Errors
+    /// If the store cannot be read.
+    pub fn stored_messages(&self) -> Result<u64, ServerError> {
+        match &self.store {
+            Some(s) => Ok(s.len()?),
+            None => Ok(0),
+        }
+    }
+
+    /// Shuts the server down gracefully and waits until the store is released.
+    ///
+    /// # Errors
+    /// The server's own error, if it failed.
+    pub async fn shutdown(mut self) -> Result<(), ServerError> {
+        self.store = None;
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        match self.task.await {
+            Ok(r) => r,
+            Err(e) => Err(ServerError::Io(std::io::Error::other(e))),
+        }
+    }
+}
+
+/// Takes a new TCP connection: counts it against the limits and spawns its task.
+fn admit(state: &Arc<State>, tasks: &mut JoinSet<()>, tcp: TcpStream, peer: SocketAddr) {
+    let total = state.connections.load(Ordering::Relaxed);
+    if total >= state.limits.max_connections as u64 {
+        tracing::warn!(%peer, "connection limit reached; closing");
+        return; // dropping `tcp` closes it
+    }
+    let ip = peer.ip();
+    let over = {
+        let mut per_ip = lock(&state.per_ip);
+        let n = per_ip.entry(ip).or_insert(0);
+        *n += 1;
+        *n > state.limits.max_connections_per_ip
+    };
+    let guard = ConnGuard { state: state.clone(), ip };
+    state.connections.fetch_add(1, Ordering::Relaxed);
+    let id = state.next_conn.fetch_add(1, Ordering::Relaxed);
+    let state = state.clone();
+    tasks.spawn(async move {
+        let _guard = guard;
+        let _ = tcp.set_nodelay(true);
+        let tls = match tokio::time::timeout(state.limits.login_timeout, state.acceptor.accept(tcp)).await {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(e)) => {
+                tracing::debug!(conn = id, %peer, error = %e, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(conn = id, %peer, "TLS handshake timed out");
+                return;
+            }
+        };
+        if over {
+            tracing::warn!(conn = id, %peer, "too many connections from this address");
+            let mut tls = tls;
+            let _ = reply_and_close(
+                &mut tls,
+                &state,
+                ErrorCode::TooManyConnections,
+                "too many connections from your address",
+            )
+            .await;
+            return;
+        }
+        connection(state, tls, peer, id).await;
+    });
+}
+
+struct ConnGuard {
+    state: Arc<State>,
+    ip: IpAddr,
+}
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        self.state.connections.fetch_sub(1, Ordering::Relaxed);
+        let mut per_ip = lock(&self.state.per_ip);
+        if let Some(n) = per_ip.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                per_ip.remove(&self.ip);
+            }
+        }
+    }
+}
+
+fn error(code: ErrorCode, id: Option<u64>, message: &str) -> ServerFrame {
+    ServerFrame::Error { code, id, message: message.into() }
+}
+
+/// Writes an error frame (bounded by the write timeout) and closes the TLS session.
+async fn reply_and_close<S: AsyncWrite + Unpin>(
+    s: &mut S,
+    state: &State,
+    code: ErrorCode,
+    message: &str,
+) -> Result<(), FrameError> {
+    let w = state.limits.write_timeout;
+    let r = tokio::time::timeout(w, proto::write_frame(s, &error(code, None, message))).await;
+    let _ = tokio::time::timeout(w, s.shutdown()).await;
+    r.map_err(|_| FrameError::Io(std::io::ErrorKind::TimedOut.into()))?
+}
+
+enum Out {
+    Frame(ServerFrame),
+    Acked(u64),
+}
+
+type Tls = TlsStream<TcpStream>;
+
+/// One client connection, from the login frame on.
+async fn connection(state: Arc<State>, mut tls: Tls, peer: SocketAddr, id: u64) {
+    let Some(account) = login(&state, &mut tls, peer, id).await else { return };
+    let span = tracing::info_span!("conn", conn = id, account = %account);
+
+    // Register, replacing an older connection of the same account.
+    let wake = Arc::new(Notify::new());
+    let (kick_tx, kick_rx) = oneshot::channel();
+    let old = lock(&state.online)
+        .insert(account.clone(), Online { conn: id, wake: wake.clone(), kick: Some(kick_tx) });
+    if let Some(mut old) = old {
+        if let Some(k) = old.kick.take() {
+            let _ = k.send(());
+        }
+    }
+    tracing::info!(parent: &span, %peer, "logged in");
+
+    let (rd, wr) = tokio::io::split(tls);
+    let (tx, rx) = mpsc::channel(state.limits.send_buffer_frames.max(1));
+    let mut writer =
+        tokio::spawn(writer(state.clone(), account.clone(), wr, rx, wake, kick_rx, span.clone()));
+    let reason = reader(&state, &account, rd, &tx, &mut writer).await;
+    drop(tx);
+    // Let the writer flush a final error frame, bounded by the write timeout.
+    if !writer.is_finished() {
+        if tokio::time::timeout(state.limits.write_timeout, &mut writer).await.is_err() {
+            writer.abort();
+        }
+    }
+    {
+        let mut online = lock(&state.online);
+        if online.get(&account).is_some_and(|o| o.conn == id) {
+            online.remove(&account);
+        }
+    }
+    tracing::info!(parent: &span, reason, "disconnected");
+}
+
+/// Reads and checks the login frame; answers Welcome or an error. Returns the account.
+async fn login(state: &Arc<State>, tls: &mut Tls, peer: SocketAddr, id: u64) -> Option<String> {
+    let limits = &state.limits;
+    let frame =
+        tokio::time::timeout(limits.login_timeout, proto::read_frame(tls, limits.max_frame_bytes)).await;
+    let (version, account, secret) = match frame {
+        Err(_) => {
+            let _ = reply_and_close(tls, state, ErrorCode::NotLoggedIn, "no login within the login timeout")
+                .await;
+            return None;
+        }
+        Ok(Err(FrameError::TooLarge { announced, .. })) => {
+            tracing::warn!(conn = id, %peer, announced, "oversized frame before login");
+            let _ = reply_and_close(tls, state, ErrorCode::FrameTooLarge, "frame too large").await;
+            return None;
+        }
+        Ok(Err(_)) => return None,
+        Ok(Ok(bytes)) => match proto::decode::<ClientFrame>(&bytes) {
+            Ok(ClientFrame::Login { version, account, secret }) => (version, account, secret),
+            Ok(_) => {
+                let _ = reply_and_close(tls, state, ErrorCode::NotLoggedIn, "log in first").await;
+                return None;
+            }
+            Err(_) => {
+                let _ = reply_and_close(tls, state, ErrorCode::BadFrame, "undecodable frame").await;
+                return None;
+            }
+        },
+    };
+    if version != PROTOCOL_VERSION {
+        let msg = format!("this server speaks protocol version {PROTOCOL_VERSION}");
+        let _ = reply_and_close(tls, state, ErrorCode::UnsupportedVersion, &msg).await;
+        return None;
+    }
+    let key = (peer.ip(), account.clone());
+    let locked = {
+        let mut failures = lock(&state.failures);
+        match failures.get(&key) {
+            Some(f) if f.first.elapsed() > limits.login_lockout => {
+                failures.remove(&key);
+                false
+            }
+            Some(f) => f.count >= limits.max_login_failures,
+            None => false,
+        }
+    };
+    if locked {
+        tracing::warn!(conn = id, %peer, "login refused: too many failed attempts");
+        tokio::time::sleep(limits.login_failure_delay).await;
+        let _ = reply_and_close(
+            tls,
+            state,
+            ErrorCode::TooManyAttempts,
+            "too many failed logins; try again later",
+        )
+        .await;
+        return None;
+    }
+    let verifier = lock(&state.accounts).verifier(&account);
+    let ok = match state.hashing.acquire().await {
+        Ok(_permit) => tokio::task::spawn_blocking(move || verifier.check(&secret)).await.unwrap_or(false),
+        Err(_) => false,
+    };
+    if !ok {
+        {
+            let mut failures = lock(&state.failures);
+            // Bound the table: forget the oldest entries when it grows large.
+            if failures.len() > 100_000 {
+                failures.retain(|_, f| f.first.elapsed() <= limits.login_lockout);
+            }
+            let f = failures.entry(key).or_insert(Failures { count: 0, first: Instant::now() });
+            f.count += 1;
+        }
+        tracing::warn!(conn = id, %peer, "login failed");
+        tokio::time::sleep(limits.login_failure_delay).await;
+        let _ = reply_and_close(tls, state, ErrorCode::AuthFailed, "unknown account or wrong secret").await;
+        return None;
+    }
+    lock(&state.failures).remove(&key);
+    let pending = state.store.queued(&account);
+    let welcome = ServerFrame::Welcome { version: PROTOCOL_VERSION, pending };
+    match tokio::time::timeout(limits.write_timeout, proto::write_frame(tls, &welcome)).await {
+        Ok(Ok(())) => Some(account),
+        _ => None,
+    }
+}
+
+/// Takes one token from `account`'s bucket, if there is one.
+fn take_token(state: &State, account: &str) -> bool {
+    let rate = f64::from(state.limits.messages_per_second.max(1));
+    let burst = f64::from(state.limits.burst.max(1));
+    let mut buckets = lock(&state.buckets);
+    let now = Instant::now();
+    let b = buckets.entry(account.to_string()).or_insert(Bucket { tokens: burst, at: now });
+    b.tokens = (b.tokens + now.duration_since(b.at).as_secs_f64() * rate).min(burst);
+    b.at = now;
+    if b.tokens >= 1.0 {
+        b.tokens -= 1.0;
+        true
+    } else {
+        false
+    }
+}
+
+/// The reader loop; returns why it ended.
+async fn reader(
+    state: &Arc<State>,
+    account: &str,
+    mut rd: ReadHalf<Tls>,
+    tx: &mpsc::Sender<Out>,
+    writer: &mut tokio::task::JoinHandle<()>,
+) -> &'static str {
+    let limits = &state.limits;
+    let mut bad = 0u32;
+    let send = |f: ServerFrame| async move { tx.send(Out::Frame(f)).await.is_ok() };
+    loop {
+        let next = tokio::select! {
+            r = tokio::time::timeout(limits.idle_timeout, proto::read_frame(&mut rd, limits.max_frame_bytes)) => r,
+            _ = &mut *writer => return "writer stopped",
+        };
+        let bytes = match next {
+            Err(_) => {
+                send(error(ErrorCode::IdleTimeout, None, "idle for too long")).await;
+                return "idle timeout";
+            }
+            Ok(Err(FrameError::TooLarge { announced, limit })) => {
+                tracing::warn!(announced, limit, "oversized frame announced");
+                send(error(ErrorCode::FrameTooLarge, None, &format!("frames are limited to {limit} bytes")))
+                    .await;
+                return "frame too large";
+            }
+            Ok(Err(_)) => return "closed by client",
+            Ok(Ok(bytes)) => bytes,
+        };
+        let frame = match proto::decode::<ClientFrame>(&bytes) {
+            Ok(f) => f,
+            Err(_) => {
+                bad += 1;
+                if bad > limits.max_bad_frames {
+                    send(error(ErrorCode::BadFrame, None, "too many undecodable frames")).await;
+                    return "too many bad frames";
+                }
+                if !send(error(ErrorCode::BadFrame, None, "undecodable frame")).await {
+                    return "writer stopped";
+                }
+                continue;
+            }
+        };
+        let ok = match frame {
+            ClientFrame::Ping { nonce } => send(ServerFrame::Pong { nonce }).await,
+            ClientFrame::Login { .. } => send(error(ErrorCode::BadFrame, None, "already logged in")).await,
+            ClientFrame::Ack { seq } => {
+                if state.store.delete(account, seq).await.is_err() {
+                    return "store closed";
+                }
+                tx.send(Out::Acked(seq)).await.is_ok()
+            }
+            ClientFrame::Send { to, id, body } => {
+                let answer = accept(state, account, to, id, body).await;
+                send(answer).await
+            }
+        };
+        if !ok {
+            return "writer stopped";
+        }
+    }
+}
+
+/// Handles one sent message: limits, store, wake the recipient. Returns the answer frame.
+async fn accept(state: &Arc<State>, account: &str, to: String, id: u64, body: String) -> ServerFrame {
+    if !take_token(state, account) {
+        return error(ErrorCode::RateLimited, Some(id), "sending too fast; try again later");
+    }
+    if !lock(&state.accounts).exists(&to) {
+        return error(ErrorCode::UnknownRecipient, Some(id), "no such account");
+    }
+    let limits = QueueLimits {
+        max_messages: state.limits.queue_max_messages,
+        max_bytes: state.limits.queue_max_bytes,
+    };
+    let ttl = u64::try_from(state.limits.message_ttl.as_millis()).unwrap_or(u64::MAX);
+    let expires_at = unix_ms().saturating_add(ttl);
+    match state.store.insert(&to, account, id, body, expires_at, limits).await {
+        Ok(seq) => {
+            tracing::debug!(seq, "stored");
+            if let Some(o) = lock(&state.online).get(&to) {
+                o.wake.notify_one();
+            }
+            ServerFrame::Accepted { id }
+        }
+        Err(StoreError::QueueFull) => error(ErrorCode::QueueFull, Some(id), "the recipient's queue is full"),
+        Err(e) => {
+            tracing::error!(error = %e, "could not store a message");
+            error(ErrorCode::Internal, Some(id), "could not store the message")
+        }
+    }
+}
+
+/// The writer loop: answers from the reader, and deliveries from the store within the window.
+async fn writer(
+    state: Arc<State>,
+    account: String,
+    mut wr: WriteHalf<Tls>,
+    mut rx: mpsc::Receiver<Out>,
+    wake: Arc<Notify>,
+    mut kick: oneshot::Receiver<()>,
+    span: tracing::Span,
+) {
+    let limits = &state.limits;
+    let mut shutdown = state.shutdown.clone();
+    let mut cursor = 0u64;
+    let mut inflight = BTreeSet::new();
+    let mut more = true;
+    let result: Result<&'static str, FrameError> = async {
+        loop {
+            if *shutdown.borrow() {
+                write(&mut wr, limits, &error(ErrorCode::ShuttingDown, None, "the server is shutting down")).await?;
+                return Ok("shutdown");
+            }
+            // Fill the delivery window from the store.
+            while more && inflight.len() < limits.delivery_window {
+                let want = limits.delivery_window - inflight.len();
+                let batch = match state.store.pending(&account, cursor, want) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        tracing::error!(parent: &span, error = %e, "store read failed");
+                        return Ok("store failed");
+                    }
+                };
+                more = batch.len() == want;
+                for m in batch {
+                    cursor = m.seq;
+                    inflight.insert(m.seq);
+                    let f = ServerFrame::Deliver { seq: m.seq, from: m.from, id: m.id, body: m.body };
+                    write(&mut wr, limits, &f).await?;
+                }
+            }
+            tokio::select! {
+                biased;
+                _ = shutdown.changed() => {}
+                _ = &mut kick => {
+                    write(&mut wr, limits, &error(ErrorCode::LoggedInElsewhere, None, "logged in on another connection")).await?;
+                    return Ok("replaced by a new login");
+                }
+                out = rx.recv() => match out {
+                    None => return Ok("reader stopped"),
+                    Some(Out::Frame(f)) => write(&mut wr, limits, &f).await?,
+                    Some(Out::Acked(seq)) => {
+                        if inflight.remove(&seq) {
+                            more = true;
+                        }
+                    }
+                },
+                () = wake.notified() => more = true,
+            }
+        }
+    }
+    .await;
+    match result {
+        Ok(why) => tracing::debug!(parent: &span, why, "writer done"),
+        Err(e) => tracing::info!(parent: &span, error = %e, "writer stopped (slow or gone reader)"),
+    }
+    let _ = tokio::time::timeout(limits.write_timeout, wr.shutdown()).await;
+}
+
+async fn write<W: AsyncWrite + Unpin>(w: &mut W, limits: &Limits, f: &ServerFrame) -> Result<(), FrameError> {
+    match tokio::time::timeout(limits.write_timeout, proto::write_frame(w, f)).await {
+        Ok(r) => r,
+        Err(_) => Err(FrameError::Io(std::io::Error::new(std::io::ErrorKind::TimedOut, "write timed out"))),
+    }
+}
+
+/// Deletes expired messages every sweep interval until shutdown.
+async fn sweeper(state: Arc<State>) {
+    let mut shutdown = state.shutdown.clone();
+    let mut tick = tokio::time::interval(state.limits.sweep_interval);
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = tick.tick() => match state.store.expire(unix_ms()).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(expired = n, "expired undelivered messages"),
+                Err(e) => tracing::error!(error = %e, "expiry sweep failed"),
+            },
+        }
+    }
+}
