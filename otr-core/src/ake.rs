@@ -86,6 +86,21 @@ impl AkeKeys {
         c_prime.copy_from_slice(&cc[16..]);
         Self { ssid, c, c_prime, m1: *h2(2), m2: *h2(3), m1_prime: *h2(4), m2_prime: *h2(5) }
     }
+
+    /// These keys and where they came from, for the `trace` feature.
+    #[cfg(feature = "trace")]
+    fn trace(&self, ours: &DhKeyPair, theirs: &Element, s: &SharedSecret) -> crate::trace::Pending {
+        crate::trace::Pending::AkeKeys {
+            our_private: ours.private_bytes(),
+            our_public: ours.public().to_bytes(),
+            their_public: theirs.to_bytes(),
+            shared_secret: s.mpi().to_vec(),
+            ssid: self.ssid,
+            c: self.c,
+            c_prime: self.c_prime,
+            m: [self.m1, self.m2, self.m1_prime, self.m2_prime],
+        }
+    }
 }
 
 struct AwaitDhKey {
@@ -122,6 +137,9 @@ enum State {
 #[derive(Default)]
 pub struct Ake {
     state: State,
+    /// Keys derived since the session last looked (feature `trace` only).
+    #[cfg(feature = "trace")]
+    traces: Vec<crate::trace::Pending>,
 }
 
 /// Where the AKE stands, for diagnostics and vectors.
@@ -175,9 +193,17 @@ impl Ake {
                     hash_gx: a.hash_gx,
                     commit: a.commit.clone(),
                 })),
+                #[cfg(feature = "trace")]
+                traces: Vec::new(),
             }),
             _ => None,
         }
+    }
+
+    /// The keys derived since the last call (feature `trace` only; secret).
+    #[cfg(feature = "trace")]
+    pub(crate) fn take_traces(&mut self) -> Vec<crate::trace::Pending> {
+        core::mem::take(&mut self.traces)
     }
 
     /// Forgets any exchange in progress.
@@ -252,13 +278,16 @@ impl Ake {
         r.finish()?;
         match &self.state {
             State::AwaitingDhKey(a) => {
-                let keys = AkeKeys::derive(&a.dh.shared_secret(&gy));
+                let s = a.dh.shared_secret(&gy);
+                let keys = AkeKeys::derive(&s);
                 let mut w = Writer::new();
                 w.data(&a.r[..]);
                 let x = SignedX { enc: &keys.c, sign: &keys.m1, mac: &keys.m2 };
                 w.raw(&x.seal(a.dh.public(), &gy, identity, rng)?);
                 let reveal = Outgoing { kind: kind::REVEAL_SIGNATURE, body: w.into_vec() };
                 let dh = a.dh.clone();
+                #[cfg(feature = "trace")]
+                self.traces.push(keys.trace(&dh, &gy, &s));
                 self.state =
                     State::AwaitingSig(Box::new(AwaitSig { dh, their_dh: gy, keys, reveal: reveal.clone() }));
                 Ok(Step { reply: Some(reveal), established: None })
@@ -293,15 +322,20 @@ impl Ake {
         let mut gr = Reader::new(&gx_mpi);
         let gx = Element::from_bytes(gr.mpi(MODULUS_BYTES)?)?;
         gr.finish()?;
-        let keys = AkeKeys::derive(&a.dh.shared_secret(&gx));
+        let s = a.dh.shared_secret(&gx);
+        let keys = AkeKeys::derive(&s);
         let theirs = SignedX { enc: &keys.c, sign: &keys.m1, mac: &keys.m2 };
         let (their_key, their_keyid) = theirs.open(&sealed, &gx, a.dh.public())?;
         let ours = SignedX { enc: &keys.c_prime, sign: &keys.m1_prime, mac: &keys.m2_prime };
         let body = ours.seal(a.dh.public(), &gx, identity, rng)?;
+        #[cfg(feature = "trace")]
+        let trace = keys.trace(&a.dh, &gx, &s);
         let State::AwaitingRevealSig(a) = core::mem::take(&mut self.state) else {
             unreachable!("state matched above")
         };
         let established = Established { ssid: keys.ssid, their_key, their_keyid, their_dh: gx, our_dh: a.dh };
+        #[cfg(feature = "trace")]
+        self.traces.push(trace);
         Ok(Step { reply: Some(Outgoing { kind: kind::SIGNATURE, body }), established: Some(established) })
     }
 

@@ -12,7 +12,7 @@
 use rand_core::CryptoRng;
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
-use crate::crypto::dh::DhKeyPair;
+use crate::crypto::dh::{DhKeyPair, SharedSecret};
 use crate::crypto::group::Element;
 use crate::crypto::{self};
 
@@ -41,8 +41,12 @@ impl SessionKeys {
     /// Derives the keys of a pair: SHA-1(b ‖ MPI(s)) with b = 1 for the side whose public
     /// value is larger, 2 for the other; the extra key is SHA-256(0xff ‖ MPI(s)).
     pub fn derive(ours: &DhKeyPair, theirs: &Element) -> Self {
-        let s = ours.shared_secret(theirs);
-        let (send_byte, recv_byte) = if ours.public().value() > theirs.value() { (1u8, 2u8) } else { (2, 1) };
+        Self::from_shared(ours.public(), theirs, &ours.shared_secret(theirs))
+    }
+
+    /// The keys of a pair whose shared secret `s` is already computed.
+    fn from_shared(our_public: &Element, theirs: &Element, s: &SharedSecret) -> Self {
+        let (send_byte, recv_byte) = if our_public.value() > theirs.value() { (1u8, 2u8) } else { (2, 1) };
         let half = |b: u8| {
             let h = Zeroizing::new(crypto::sha1(&[&[b], s.mpi()]));
             let mut k = [0u8; 16];
@@ -90,6 +94,9 @@ pub struct KeyWindow {
     their: [Option<Element>; 2],
     sessions: [[Slot; 2]; 2],
     reveal: Zeroizing<Vec<u8>>,
+    /// Keys computed since the session last looked (feature `trace` only).
+    #[cfg(feature = "trace")]
+    traces: Vec<crate::trace::Pending>,
 }
 
 /// Everything needed to build one outgoing data message.
@@ -115,22 +122,57 @@ impl KeyWindow {
         rng: &mut (impl CryptoRng + ?Sized),
     ) -> Self {
         let next = DhKeyPair::generate(rng);
-        Self {
+        #[allow(unused_mut)]
+        let mut window = Self {
             our_keyid: crate::ake::AKE_KEYID + 1,
             our: [next, ake_dh],
             their_keyid,
             their: [Some(their_dh), None],
             sessions: Default::default(),
             reveal: Zeroizing::new(Vec::new()),
+            #[cfg(feature = "trace")]
+            traces: Vec::new(),
+        };
+        #[cfg(feature = "trace")]
+        {
+            window.trace_key(1, crate::ake::AKE_KEYID);
+            window.trace_key(0, crate::ake::AKE_KEYID + 1);
         }
+        window
     }
 
     fn slot(&mut self, o: usize, t: usize) -> Option<&mut SessionKeys> {
         if self.sessions[o][t].is_none() {
             let theirs = self.their[t].as_ref()?;
-            self.sessions[o][t] = Some(Box::new(SessionKeys::derive(&self.our[o], theirs)));
+            let s = self.our[o].shared_secret(theirs);
+            let keys = SessionKeys::from_shared(self.our[o].public(), theirs, &s);
+            #[cfg(feature = "trace")]
+            self.traces.push(crate::trace::Pending::SessionKeys {
+                our_keyid: self.our_keyid - o as u32,
+                their_keyid: self.their_keyid - t as u32,
+                shared_secret: s.mpi().to_vec(),
+                send_aes: keys.send_aes,
+                send_mac: keys.send_mac,
+                recv_aes: keys.recv_aes,
+                recv_mac: keys.recv_mac,
+                extra: keys.extra,
+            });
+            self.sessions[o][t] = Some(Box::new(keys));
         }
         self.sessions[o][t].as_deref_mut()
+    }
+
+    #[cfg(feature = "trace")]
+    fn trace_key(&mut self, o: usize, keyid: u32) {
+        let private = self.our[o].private_bytes();
+        let public = self.our[o].public().to_bytes();
+        self.traces.push(crate::trace::Pending::DhKey { keyid, private, public });
+    }
+
+    /// The keys computed since the last call (feature `trace` only; secret).
+    #[cfg(feature = "trace")]
+    pub(crate) fn take_traces(&mut self) -> Vec<crate::trace::Pending> {
+        core::mem::take(&mut self.traces)
     }
 
     /// Keys for the next message we send; advances that pair's counter.
@@ -184,6 +226,8 @@ impl KeyWindow {
             let newest = core::mem::replace(&mut self.our[0], fresh);
             self.our[1] = newest;
             self.our_keyid += 1;
+            #[cfg(feature = "trace")]
+            self.trace_key(0, self.our_keyid);
         }
         if sender_keyid == self.their_keyid {
             let t0 = self.sessions[0][1].take();

@@ -27,6 +27,8 @@ pub mod policy;
 pub mod session;
 pub mod smp;
 pub mod tlv;
+#[cfg(feature = "trace")]
+pub mod trace;
 pub mod wire;
 
 pub use crypto::dsa::{DsaComponents, DsaKeyPair, DsaPublicKey, Fingerprint};

@@ -6,6 +6,8 @@ use rand_core::CryptoRng;
 use zeroize::Zeroizing;
 
 use crate::ake::{Ake, AkePhase, Established};
+#[cfg(feature = "trace")]
+use crate::crypto::dsa::Fingerprint as Fp;
 use crate::crypto::dsa::{DsaKeyPair, DsaPublicKey};
 use crate::data::{self, DataMessage, FLAG_IGNORE_UNREADABLE};
 use crate::error::{ReceiveError, SendError};
@@ -161,6 +163,12 @@ pub struct Session {
     fragments: Reassembler,
     /// Counts message exchanges, to tell which instance was active most recently.
     activity: u64,
+    /// Whether intermediate secrets are recorded (feature `trace` only).
+    #[cfg(feature = "trace")]
+    tracing: bool,
+    /// Recorded intermediate secrets, oldest first (feature `trace` only).
+    #[cfg(feature = "trace")]
+    traces: VecDeque<crate::trace::Trace>,
 }
 
 impl Session {
@@ -177,6 +185,68 @@ impl Session {
             offer: Offer::NotSent,
             fragments: Reassembler::default(),
             activity: 0,
+            #[cfg(feature = "trace")]
+            tracing: false,
+            #[cfg(feature = "trace")]
+            traces: VecDeque::new(),
+        }
+    }
+
+    /// Starts (or stops) recording the intermediate secrets the engine computes: DH private
+    /// keys, shared secrets, AKE and data keys, SMP secrets. Off by default.
+    ///
+    /// For test vectors and debugging only: these values are secret, and a build with the
+    /// `trace` feature must never handle real conversations.
+    #[cfg(feature = "trace")]
+    pub fn set_tracing(&mut self, on: bool) {
+        self.tracing = on;
+        if !on {
+            self.traces.clear();
+        }
+    }
+
+    /// The next recorded intermediate value (see [`set_tracing`](Self::set_tracing) and
+    /// [`crate::trace`]), in the order the engine computed them.
+    #[cfg(feature = "trace")]
+    pub fn poll_trace(&mut self) -> Option<crate::trace::Trace> {
+        self.traces.pop_front()
+    }
+
+    /// Moves what instance `i`'s AKE and key window computed into the trace queue.
+    #[cfg(feature = "trace")]
+    fn collect_traces(&mut self, i: usize) {
+        let inst = &mut self.instances[i];
+        let mut pending = inst.ake.take_traces();
+        if let MsgState::Encrypted(p) = &mut inst.state {
+            pending.extend(p.keys.take_traces());
+        }
+        if self.tracing {
+            let tag = inst.tag;
+            self.traces.extend(pending.into_iter().map(|t| t.at(tag)));
+        }
+    }
+
+    /// Without the `trace` feature there is nothing to collect.
+    #[cfg(not(feature = "trace"))]
+    #[inline(always)]
+    fn collect_traces(&mut self, _i: usize) {}
+
+    /// Records SMP's compared secret (feature `trace` only).
+    #[cfg(feature = "trace")]
+    fn trace_smp_secret(&mut self, i: usize, initiator: &Fp, responder: &Fp, secret: &[u8]) {
+        let inst = &self.instances[i];
+        let MsgState::Encrypted(p) = &inst.state else { return };
+        if self.tracing {
+            let ssid = p.ssid.0;
+            let digest = crate::smp::secret_digest(initiator, responder, &ssid, secret);
+            self.traces.push_back(crate::trace::Trace::SmpSecret {
+                instance: inst.tag,
+                initiator: initiator.0,
+                responder: responder.0,
+                ssid,
+                user_secret: secret.to_vec(),
+                secret: *digest,
+            });
         }
     }
 
@@ -357,6 +427,8 @@ impl Session {
         let MsgState::Encrypted(p) = &mut self.instances[i].state else { return Err(SendError::NotPrivate) };
         let theirs = p.their_key.fingerprint();
         let t = p.smp.start(&ours, &theirs, &p.ssid.0, secret, question, rng);
+        #[cfg(feature = "trace")]
+        self.trace_smp_secret(i, &ours, &theirs, secret);
         self.send_tlv(i, now, t);
         Ok(())
     }
@@ -384,6 +456,8 @@ impl Session {
             Ok(t) => t,
             Err(_) => p.smp.abort(),
         };
+        #[cfg(feature = "trace")]
+        self.trace_smp_secret(i, &theirs, &ours, secret);
         self.send_tlv(i, now, t);
         Ok(())
     }
@@ -573,6 +647,8 @@ impl Session {
             }
         }
         let step = inst.ake.handle(msg_kind, body, &self.identity, rng)?;
+        self.collect_traces(i);
+        let inst = &mut self.instances[i];
         let tag = inst.tag;
         if let Some(reply) = step.reply {
             self.send_encoded(Header::v3(reply.kind, self.config.instance_tag, Some(tag)), &reply.body);
@@ -594,6 +670,7 @@ impl Session {
         inst.state =
             MsgState::Encrypted(Box::new(Private { keys, ssid, their_key: est.their_key, smp: Smp::new() }));
         self.events.push_back(Event::Secure { instance: inst.tag, fingerprint, ssid, refreshed });
+        self.collect_traces(i);
         while let Some(text) = self.held.pop_front() {
             let plain = Zeroizing::new(tlv::join_plaintext(text.as_bytes(), &[]));
             self.send_to_instance(i, now, 0, &plain);
@@ -620,6 +697,7 @@ impl Session {
         let opened = DataMessage::read(bytes)
             .map_err(ReceiveError::from)
             .and_then(|m| m.open(&mut private.keys, rng).map_err(ReceiveError::from));
+        self.collect_traces(i);
         let (plain, extra) = match opened {
             Ok(v) => v,
             Err(_) if ignore => return Ok(()),
@@ -716,6 +794,7 @@ impl Session {
         inst.state = state;
         inst.last_sent = now;
         inst.owes_heartbeat = false;
+        self.collect_traces(i);
         extra
     }
 

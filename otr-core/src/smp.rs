@@ -346,8 +346,18 @@ fn combined_secret(
     ssid: &[u8; 8],
     secret: &[u8],
 ) -> Exponent {
-    let digest = Zeroizing::new(sha256(&[&[SECRET_VERSION], &initiator_fp.0, &responder_fp.0, ssid, secret]));
+    let digest = secret_digest(initiator_fp, responder_fp, ssid, secret);
     Exponent::from_be_bytes(&digest[..])
+}
+
+/// The digest [`combined_secret`] uses as the exponent (visible to the `trace` feature).
+pub(crate) fn secret_digest(
+    initiator_fp: &Fingerprint,
+    responder_fp: &Fingerprint,
+    ssid: &[u8; 8],
+    secret: &[u8],
+) -> Zeroizing<[u8; 32]> {
+    Zeroizing::new(sha256(&[&[SECRET_VERSION], &initiator_fp.0, &responder_fp.0, ssid, secret]))
 }
 
 /// libotr's `otrl_sm_hash`: SHA-256 of the version byte and one or two MPIs.

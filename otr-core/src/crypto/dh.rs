@@ -35,6 +35,13 @@ impl DhKeyPair {
         &self.public
     }
 
+    /// The private exponent, big-endian at its fixed width (40 bytes). Secret: for test
+    /// vectors and debugging only.
+    #[cfg(feature = "trace")]
+    pub fn private_bytes(&self) -> Vec<u8> {
+        self.secret.to_be_bytes().into_vec()
+    }
+
     /// The shared secret with `theirs`, as the OTR MPI encoding of g^xy.
     pub fn shared_secret(&self, theirs: &Element) -> SharedSecret {
         let s = theirs.pow(&self.secret);
