@@ -192,3 +192,85 @@ fn runs_replay_exactly() {
     };
     assert_eq!(run(), run());
 }
+
+fn kind_of(msg: &str) -> u8 {
+    match classify(msg) {
+        Ok(Incoming::Encoded(b)) => b[2],
+        other => panic!("not encoded: {other:?}"),
+    }
+}
+
+#[test]
+fn repeated_ake_messages_are_answered_the_same_way() {
+    let mut p = Pair::new(Policy::MANUAL, Policy::MANUAL);
+    let now = p.now;
+    p.a.start(now);
+    let query = p.a.poll_transmit().unwrap().message;
+    p.b.receive(now, &query, &mut p.rng).unwrap();
+    let commit = p.b.poll_transmit().unwrap().message;
+    assert_eq!(kind_of(&commit), 0x02);
+    // Alice answers a commit, and the same commit again, with the same D-H Key.
+    p.a.receive(now, &commit, &mut p.rng).unwrap();
+    let dh_key = p.a.poll_transmit().unwrap().message;
+    p.a.receive(now, &commit, &mut p.rng).unwrap();
+    assert_eq!(p.a.poll_transmit().unwrap().message, dh_key, "D-H Key retransmitted");
+    // Bob answers the D-H Key, and a repeat of it, with the same Reveal Signature.
+    p.b.receive(now, &dh_key, &mut p.rng).unwrap();
+    let reveal = p.b.poll_transmit().unwrap().message;
+    assert_eq!(kind_of(&reveal), 0x11);
+    p.b.receive(now, &dh_key, &mut p.rng).unwrap();
+    assert_eq!(p.b.poll_transmit().unwrap().message, reveal, "Reveal Signature retransmitted");
+    // The exchange completes once; the repeated Reveal Signature is ignored afterwards.
+    p.a.receive(now, &reveal, &mut p.rng).unwrap();
+    let sig = p.a.poll_transmit().unwrap().message;
+    assert_eq!(kind_of(&sig), 0x12);
+    p.a.receive(now, &reveal, &mut p.rng).unwrap();
+    assert!(p.a.poll_transmit().is_none());
+    p.b.receive(now, &sig, &mut p.rng).unwrap();
+    p.collect();
+    assert_eq!(common::last_secure(&p.a_events).unwrap().1, common::last_secure(&p.b_events).unwrap().1);
+}
+
+#[test]
+fn crossing_commits_the_higher_hash_wins() {
+    let mut p = Pair::new(Policy::MANUAL, Policy::MANUAL);
+    let now = p.now;
+    // Both receive a query at once and both send a D-H Commit.
+    p.a.start(now);
+    p.b.start(now);
+    let qa = p.a.poll_transmit().unwrap().message;
+    let qb = p.b.poll_transmit().unwrap().message;
+    p.a.receive(now, &qb, &mut p.rng).unwrap();
+    p.b.receive(now, &qa, &mut p.rng).unwrap();
+    let ca = p.a.poll_transmit().unwrap().message;
+    let cb = p.b.poll_transmit().unwrap().message;
+    let hash = |m: &str| match classify(m) {
+        Ok(Incoming::Encoded(b)) => {
+            let mut r = otr::wire::Reader::new(&b[11..]);
+            r.data().unwrap();
+            r.data().unwrap().to_vec()
+        }
+        _ => unreachable!(),
+    };
+    let a_wins = hash(&ca) > hash(&cb);
+    p.a.receive(now, &cb, &mut p.rng).unwrap();
+    p.b.receive(now, &ca, &mut p.rng).unwrap();
+    let ra = p.a.poll_transmit().unwrap().message;
+    let rb = p.b.poll_transmit().unwrap().message;
+    // The resent commit now names the receiver's instance; its body is the same.
+    let body = |m: &str| match classify(m) {
+        Ok(Incoming::Encoded(b)) => b[11..].to_vec(),
+        _ => unreachable!(),
+    };
+    if a_wins {
+        assert_eq!(body(&ra), body(&ca), "alice's commit wins: she resends it");
+        assert_eq!(kind_of(&rb), 0x0a, "bob's loses: he answers with a D-H Key");
+    } else {
+        assert_eq!(body(&rb), body(&cb), "bob's commit wins: he resends it");
+        assert_eq!(kind_of(&ra), 0x0a, "alice's loses: she answers with a D-H Key");
+    }
+    p.a.receive(now, &rb, &mut p.rng).unwrap();
+    p.b.receive(now, &ra, &mut p.rng).unwrap();
+    p.drive();
+    assert_eq!(common::last_secure(&p.a_events).unwrap().1, common::last_secure(&p.b_events).unwrap().1);
+}

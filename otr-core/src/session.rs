@@ -635,12 +635,10 @@ impl Session {
     ) -> Result<(), ReceiveError> {
         let inst = &mut self.instances[i];
         // A D-H Key answering the commit we sent before we knew this instance (and a commit
-        // crossing it) continue from that commit's state.
-        let continues_master = match msg_kind {
-            kind::DH_KEY => inst.ake.phase() != AkePhase::AwaitingDhKey,
-            kind::DH_COMMIT => inst.ake.phase() == AkePhase::None,
-            _ => false,
-        };
+        // crossing it) continue from that commit's state, when this instance has no exchange
+        // of its own (a repeated D-H Key must meet the state it created: same Reveal Signature).
+        let continues_master =
+            matches!(msg_kind, kind::DH_KEY | kind::DH_COMMIT) && inst.ake.phase() == AkePhase::None;
         if continues_master {
             if let Some(copy) = self.master.clone_awaiting_dh_key() {
                 inst.ake = copy;

@@ -615,3 +615,31 @@ fn our_heartbeat_is_accepted_silently_by_libotr() {
     d.drive();
     assert_eq!(d.our_texts().last(), Some(&("still talking".to_string(), true)));
 }
+
+#[test]
+fn simultaneous_queries_resolve_to_one_private_conversation() {
+    for _ in 0..4 {
+        let mut d = Duo::new(Policy::MANUAL, PeerPolicy::Manual, 0);
+        // Both ask at once: the queries cross, so do the D-H Commits.
+        d.ours.start(d.now);
+        d.lib.query();
+        let ours = d.ours.poll_transmit().unwrap().message;
+        let mut lib_out = vec![];
+        while let Some(o) = d.lib.poll_output() {
+            if let Output::Net(m) = o {
+                lib_out.push(m);
+            }
+        }
+        d.lib.receive(ours.as_bytes());
+        for m in lib_out {
+            let _ = d.ours.receive(d.now, &m, &mut d.rng);
+        }
+        d.drive();
+        let ssid = d.assert_secure();
+        d.our_send("after crossing").unwrap();
+        d.lib.send("likewise");
+        d.drive();
+        assert_eq!(d.lib_texts().last(), Some(&("after crossing".to_string(), true)), "{ssid}");
+        assert_eq!(d.our_texts().last(), Some(&("likewise".to_string(), true)));
+    }
+}
