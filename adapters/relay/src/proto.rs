@@ -163,7 +163,7 @@ pub fn encode<T: Serialize>(frame: &T) -> Result<Vec<u8>, FrameError> {
 /// [`FrameError::Decode`] when `payload` is not exactly one valid frame.
 pub fn decode<'a, T: Deserialize<'a>>(payload: &'a [u8]) -> Result<T, FrameError> {
     match postcard::take_from_bytes(payload) {
-        Ok((frame, rest)) if rest.is_empty() => Ok(frame),
+        Ok((frame, [])) => Ok(frame),
         _ => Err(FrameError::Decode),
     }
 }

@@ -469,10 +469,8 @@ async fn connection(state: Arc<State>, mut tls: Tls, peer: SocketAddr, id: u64) 
     let reason = reader(&state, &account, rd, &tx, &mut writer).await;
     drop(tx);
     // Let the writer flush a final error frame, bounded by the write timeout.
-    if !writer.is_finished() {
-        if tokio::time::timeout(state.limits.write_timeout, &mut writer).await.is_err() {
-            writer.abort();
-        }
+    if !writer.is_finished() && tokio::time::timeout(state.limits.write_timeout, &mut writer).await.is_err() {
+        writer.abort();
     }
     {
         let mut online = lock(&state.online);

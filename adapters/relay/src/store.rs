@@ -81,6 +81,9 @@ struct QueueStats {
     bytes: u64,
 }
 
+/// Where a writer command's outcome goes.
+type Reply = oneshot::Sender<Result<u64, StoreError>>;
+
 enum Cmd {
     Insert {
         to: String,
@@ -264,8 +267,7 @@ impl Writer {
     fn apply(&mut self, batch: Vec<Cmd>) {
         let seq_before = self.next_seq;
         let mut delta = Delta::default();
-        let mut results: Vec<(oneshot::Sender<Result<u64, StoreError>>, Result<u64, StoreError>)> =
-            Vec::new();
+        let mut results: Vec<(Reply, Result<u64, StoreError>)> = Vec::new();
         let outcome = (|| -> Result<(), StoreError> {
             let txn = self.db.begin_write().map_err(StoreError::db)?;
             {

@@ -2,6 +2,8 @@
 //! AKE, 100 messages each way, end. The relay only ever carries OTR-encoded strings, and its
 //! store is empty afterwards.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::time::{Duration, Instant};

@@ -1,6 +1,6 @@
 //! Helpers shared by the relay's integration tests: temporary data directories, an
 //! in-process server with test limits, and bounded receive helpers.
-#![allow(dead_code, missing_docs)]
+#![allow(dead_code, missing_docs, clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
