@@ -136,7 +136,14 @@ async fn never_ack_means_redelivery_then_nothing_after_ack() {
     for i in 1..=5 {
         alice.send("bob", i, &format!("?OTR:{i}.")).await.unwrap();
     }
+    // Another account cannot delete bob's messages: acks only ever concern one's own queue.
+    let (carol, _c) = connect(&h, "carol").await;
+    for seq in 0..=50 {
+        carol.ack(seq).await.unwrap();
+    }
+    carol.close().await;
     let (bob, mut inbox) = connect(&h, "bob").await;
+    assert_eq!(bob.pending_at_login(), 5);
     let mut first = Vec::new();
     for _ in 0..5 {
         first.push(recv(&mut inbox, 5).await);
