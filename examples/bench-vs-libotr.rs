@@ -36,7 +36,8 @@ struct Ours {
 impl Ours {
     fn new(keys: &(DsaKeyPair, DsaKeyPair)) -> Self {
         let mut rng = ChaCha20Rng::seed_from_u64(1);
-        let cfg = |n: &str, rng: &mut ChaCha20Rng| SessionConfig::new(n, Policy::MANUAL, InstanceTag::random(rng));
+        let cfg =
+            |n: &str, rng: &mut ChaCha20Rng| SessionConfig::new(n, Policy::MANUAL, InstanceTag::random(rng));
         let a = Session::new(cfg("alice", &mut rng), keys.0.clone());
         let b = Session::new(cfg("bob", &mut rng), keys.1.clone());
         Self { a, b, rng, now: Timestamp(0), delivered: 0 }
@@ -343,7 +344,10 @@ fn main() {
         return;
     }
     let quick = flag("--quick");
-    println!("otr-rs vs libotr 4.1.1, one process, in-memory transport ({} mode)", if quick { "quick" } else { "full" });
+    println!(
+        "otr-rs vs libotr 4.1.1, one process, in-memory transport ({} mode)",
+        if quick { "quick" } else { "full" }
+    );
     println!("{:<18} {:>14} {:>14} {:>8}", "operation", "ours", "libotr", "ratio");
     let mut ratios = vec![];
     for op in Op::ALL {
@@ -362,7 +366,13 @@ fn main() {
         ratios.push((op, ratio));
     }
     let (ours_b, lib_b) = bytes_per_session(&keys, &dir, if quick { 20 } else { 200 });
-    println!("{:<18} {:>14} {:>14} {:>7.2}x smaller", "bytes/session", ours_b, lib_b, lib_b as f64 / ours_b.max(1) as f64);
+    println!(
+        "{:<18} {:>14} {:>14} {:>7.2}x smaller",
+        "bytes/session",
+        ours_b,
+        lib_b,
+        lib_b as f64 / ours_b.max(1) as f64
+    );
     for (op, r) in &ratios {
         println!("ratio {} {:.3}", op.name(), r);
     }
@@ -373,7 +383,11 @@ fn main() {
             let (o, l) = (callgrind(op, "ours", n), callgrind(op, "libotr", n));
             match (o, l) {
                 (Some(o), Some(l)) => {
-                    println!("instructions {} ours {o} libotr {l} ratio {:.3}", op.name(), l as f64 / o.max(1) as f64)
+                    println!(
+                        "instructions {} ours {o} libotr {l} ratio {:.3}",
+                        op.name(),
+                        l as f64 / o.max(1) as f64
+                    )
                 }
                 _ => println!("instructions {}: valgrind not available or failed", op.name()),
             }

@@ -247,3 +247,74 @@ fn one_account_on_two_clients_gets_separate_conversations() {
     pump(&mut alice, [&mut laptop, &mut phone], &mut events, &mut errors);
     assert_eq!(texts(&events[2]), 1);
 }
+
+#[test]
+fn a_peer_that_lost_its_session_is_brought_back_by_one_re_ake() {
+    let mut p = Pair::new(Policy::OPPORTUNISTIC, Policy::OPPORTUNISTIC);
+    p.secure(Side::A);
+    p.send(Side::B, "hello").unwrap();
+    p.drive();
+    // Bob's client restarts: same key and tag, no session.
+    let bob = &p.b;
+    let config = otr::SessionConfig::new("bob", Policy::OPPORTUNISTIC, bob.instance_tag());
+    p.b = Session::new(config, bob.identity().clone());
+    p.a_events.clear();
+    p.tick(1_000);
+    p.send(Side::A, "did you get this?").unwrap();
+    p.send(Side::A, "and this?").unwrap();
+    p.drive();
+    let lost = p.a_events.iter().find_map(|e| match e {
+        Event::MaybeNotDelivered { texts, .. } => Some(texts.clone()),
+        _ => None,
+    });
+    assert_eq!(lost, Some(vec!["did you get this?".to_string(), "and this?".to_string()]));
+    assert_eq!(p.a_events.iter().filter(|e| matches!(e, Event::Secure { refreshed: true, .. })).count(), 1);
+    let errors = p.wire.iter().filter(|(_, m)| m.starts_with("?OTR Error:")).count();
+    assert_eq!(errors, 1, "one error reply (rate-limited), not one per message");
+    p.send(Side::A, "again").unwrap();
+    p.drive();
+    assert_eq!(p.messages(Side::B).last(), Some(&("again".to_string(), true)));
+}
+
+#[test]
+fn messages_typed_during_a_peer_started_re_ake_go_once_with_the_new_keys() {
+    let mut p = Pair::new(Policy::MANUAL, Policy::MANUAL);
+    let first = p.secure(Side::A);
+    // Bob refreshes; Alice types while the exchange runs.
+    let now = p.now;
+    p.b.start(now);
+    let query = p.b.poll_transmit().unwrap().message;
+    p.a.receive(now, &query, &mut p.rng).unwrap();
+    let commit = p.a.poll_transmit().unwrap().message;
+    p.b.receive(now, &commit, &mut p.rng).unwrap();
+    assert_eq!(p.send(Side::A, "typed during the exchange"), Ok(otr::Sent::Held));
+    p.a.receive(now, &p.b.poll_transmit().unwrap().message, &mut p.rng).unwrap();
+    p.drive();
+    let second = common::last_secure(&p.b_events).unwrap().1;
+    assert_ne!(first, second);
+    assert_eq!(p.messages(Side::B), vec![("typed during the exchange".to_string(), true)], "once, new keys");
+}
+
+#[test]
+fn two_sessions_that_cannot_read_each_other_do_not_bounce_errors() {
+    let mut p = Pair::new(Policy::OPPORTUNISTIC, Policy::OPPORTUNISTIC);
+    p.secure(Side::A);
+    // Both lose their sessions, then each receives the other's stale messages.
+    let stale_a: Vec<String> = (0..20)
+        .map(|i| {
+            p.send(Side::A, &format!("a{i}")).unwrap();
+            p.a.poll_transmit().unwrap().message
+        })
+        .collect();
+    for s in [Side::A, Side::B] {
+        let sess = p.session(s);
+        let config = otr::SessionConfig::new("x", Policy::OPPORTUNISTIC, sess.instance_tag());
+        *sess = Session::new(config, sess.identity().clone());
+    }
+    for m in &stale_a {
+        let _ = p.b.receive(p.now, m, &mut p.rng);
+    }
+    p.drive();
+    let errors = p.wire.iter().filter(|(_, m)| m.starts_with("?OTR Error:")).count();
+    assert!(errors <= 2, "{errors} error messages");
+}

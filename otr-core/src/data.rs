@@ -5,7 +5,7 @@ use zeroize::Zeroizing;
 
 use crate::crypto::group::{Element, MODULUS_BYTES};
 use crate::crypto::{self};
-use crate::keys::KeyWindow;
+use crate::keys::{CounterCheck, KeyWindow};
 use crate::message::{Header, kind};
 use crate::wire::{Reader, WireError, Writer};
 
@@ -22,9 +22,12 @@ pub enum Unreadable {
     /// The MAC did not verify.
     #[error("the message failed authentication")]
     BadMac,
-    /// The counter did not increase: a replay or reordering beyond what OTR allows.
-    #[error("the message counter did not increase (replayed message)")]
+    /// The counter is older than the replay window: a replay, or a message delayed too long.
+    #[error("the message counter is too old (replayed or long-delayed message)")]
     Replayed,
+    /// An exact duplicate of a message already decrypted (the network repeated it).
+    #[error("duplicate of a message already received")]
+    Duplicate,
 }
 
 /// A parsed (not yet authenticated) data message.
@@ -111,10 +114,11 @@ impl<'a> DataMessage<'a> {
         crypto::verify_mac(&crypto::hmac_sha1(&keys.recv_mac, self.authenticated), &self.mac)
             .map_err(|_| Unreadable::BadMac)?;
         let ctr = u64::from_be_bytes(self.ctr);
-        if ctr <= keys.recv_ctr {
-            return Err(Unreadable::Replayed);
+        match keys.check_counter(ctr) {
+            CounterCheck::Fresh => keys.accept_counter(ctr),
+            CounterCheck::Duplicate => return Err(Unreadable::Duplicate),
+            CounterCheck::TooOld => return Err(Unreadable::Replayed),
         }
-        keys.recv_ctr = ctr;
         keys.mark_recv_used();
         let mut plain = Zeroizing::new(self.encrypted.to_vec());
         crypto::aes128_ctr(&keys.recv_aes, self.ctr, &mut plain);

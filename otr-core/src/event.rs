@@ -129,6 +129,15 @@ pub enum Event {
         /// Whether a check failed (a broken or malicious peer).
         cheated: bool,
     },
+    /// The peer could not read what we sent (it lost its session, e.g. its client restarted):
+    /// these texts, sent in the last minute, may not have arrived. A new key exchange was
+    /// started; the user may want to resend them once the conversation is private again.
+    MaybeNotDelivered {
+        /// The remote instance.
+        instance: InstanceTag,
+        /// The texts, oldest first.
+        texts: Vec<String>,
+    },
     /// The remote sent an OTR error message.
     ErrorReceived {
         /// Its human-readable text (from the peer: untrusted).

@@ -31,8 +31,10 @@ pub struct SessionKeys {
     pub extra: [u8; 32],
     /// The top half of the last counter we sent.
     pub send_ctr: u64,
-    /// The top half of the last counter we accepted.
-    pub recv_ctr: u64,
+    /// The highest counter (top half) accepted so far.
+    recv_ctr: u64,
+    /// Bit i set: counter `recv_ctr - i` was accepted (the replay window).
+    recv_seen: u64,
     send_mac_used: bool,
     recv_mac_used: bool,
 }
@@ -63,8 +65,41 @@ impl SessionKeys {
             extra: crypto::sha256(&[&[0xff], s.mpi()]),
             send_ctr: 0,
             recv_ctr: 0,
+            recv_seen: 0,
             send_mac_used: false,
             recv_mac_used: false,
+        }
+    }
+
+    /// How a received counter relates to the ones already accepted for this key pair.
+    ///
+    /// OTR asks for strictly increasing counters; libotr rejects any message that arrives
+    /// after a later one. We also accept a counter within [`REPLAY_WINDOW`] below the highest
+    /// if it was never seen (the network reordered it), and recognise an exact duplicate,
+    /// which the session drops silently. Each counter is still accepted at most once.
+    pub fn check_counter(&self, ctr: u64) -> CounterCheck {
+        if ctr > self.recv_ctr {
+            return CounterCheck::Fresh;
+        }
+        let behind = self.recv_ctr - ctr;
+        if ctr == 0 || behind >= REPLAY_WINDOW {
+            CounterCheck::TooOld
+        } else if self.recv_seen & (1 << behind) != 0 {
+            CounterCheck::Duplicate
+        } else {
+            CounterCheck::Fresh
+        }
+    }
+
+    /// Records that a message with counter `ctr` (checked [`CounterCheck::Fresh`]) was accepted.
+    pub fn accept_counter(&mut self, ctr: u64) {
+        if ctr > self.recv_ctr {
+            let shift = ctr - self.recv_ctr;
+            self.recv_seen = if shift >= REPLAY_WINDOW { 0 } else { self.recv_seen << shift };
+            self.recv_seen |= 1;
+            self.recv_ctr = ctr;
+        } else {
+            self.recv_seen |= 1 << (self.recv_ctr - ctr);
         }
     }
 
@@ -77,6 +112,20 @@ impl SessionKeys {
     pub fn mark_recv_used(&mut self) {
         self.recv_mac_used = true;
     }
+}
+
+/// How many counters below the highest one may still arrive (out of order) per key pair.
+pub const REPLAY_WINDOW: u64 = 64;
+
+/// The verdict on a received counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CounterCheck {
+    /// Never seen and recent enough: accept.
+    Fresh,
+    /// Exactly a counter already accepted: a duplicate of a message we decrypted.
+    Duplicate,
+    /// Older than the window (or 0): refuse as a replay.
+    TooOld,
 }
 
 /// Why no keys exist for the keyids a message names.
@@ -262,5 +311,32 @@ impl KeyWindow {
     /// The peer's newest keyid (for diagnostics).
     pub fn their_keyid(&self) -> u32 {
         self.their_keyid
+    }
+}
+
+#[cfg(test)]
+mod window_tests {
+    use super::*;
+    use rand_chacha::ChaCha20Rng;
+    use rand_core::SeedableRng;
+
+    #[test]
+    fn replay_window_accepts_each_counter_once() {
+        let mut rng = ChaCha20Rng::seed_from_u64(9);
+        let (a, b) = (DhKeyPair::generate(&mut rng), DhKeyPair::generate(&mut rng));
+        let mut k = SessionKeys::derive(&a, b.public());
+        assert_eq!(k.check_counter(0), CounterCheck::TooOld);
+        for ctr in [5, 3, 4, 1, 70, 10] {
+            assert_eq!(k.check_counter(ctr), CounterCheck::Fresh, "{ctr}");
+            k.accept_counter(ctr);
+            assert_eq!(k.check_counter(ctr), CounterCheck::Duplicate, "{ctr}");
+        }
+        assert_eq!(k.check_counter(2), CounterCheck::TooOld, "below the window");
+        assert_eq!(k.check_counter(6), CounterCheck::TooOld, "70 - 6 >= 64");
+        assert_eq!(k.check_counter(7), CounterCheck::Fresh, "70 - 7 < 64");
+        assert_eq!(k.check_counter(69), CounterCheck::Fresh);
+        k.accept_counter(1000);
+        assert_eq!(k.check_counter(70), CounterCheck::TooOld);
+        assert_eq!(k.check_counter(1000), CounterCheck::Duplicate);
     }
 }

@@ -9,7 +9,7 @@ use crate::ake::{Ake, AkePhase, Established};
 #[cfg(feature = "trace")]
 use crate::crypto::dsa::Fingerprint as Fp;
 use crate::crypto::dsa::{DsaKeyPair, DsaPublicKey};
-use crate::data::{self, DataMessage, FLAG_IGNORE_UNREADABLE};
+use crate::data::{self, DataMessage, FLAG_IGNORE_UNREADABLE, Unreadable};
 use crate::error::{ReceiveError, SendError};
 use crate::event::{Event, Ssid, Timestamp, Transmit};
 use crate::fragment::{self, Fragment, Reassembler};
@@ -24,6 +24,20 @@ use crate::wire::{Reader, WireError};
 /// After receiving data, how long (ms) we stay silent before sending a heartbeat (libotr's
 /// HEARTBEAT_INTERVAL is 60 s).
 pub const HEARTBEAT_MS: u64 = 60_000;
+
+/// Least time (ms) between two OTR error replies we send: two clients that cannot read each
+/// other never bounce errors back and forth faster than this.
+pub const ERROR_REPLY_INTERVAL_MS: u64 = 5_000;
+/// Least time (ms) between two key exchanges we start by ourselves after an OTR error.
+pub const AUTO_AKE_INTERVAL_MS: u64 = 30_000;
+/// How long (ms) we remember what we sent, to tell the user what may not have arrived when the
+/// peer turns out to have lost its session.
+pub const RECENT_MS: u64 = 60_000;
+/// How long (ms) messages to an instance wait for a key exchange it started (or we started
+/// because it lost its session) before they go out with the keys we have.
+pub const RESYNC_TIMEOUT_MS: u64 = 30_000;
+/// Most sent texts remembered per private conversation for that purpose.
+const MAX_RECENT: usize = 32;
 
 /// Most messages held while waiting for a private conversation.
 const MAX_HELD: usize = 100;
@@ -83,6 +97,14 @@ struct Private {
     ssid: Ssid,
     their_key: DsaPublicKey,
     smp: Smp,
+    /// Texts sent recently (for [`Event::MaybeNotDelivered`]).
+    recent: VecDeque<(Timestamp, Zeroizing<String>)>,
+}
+
+impl Private {
+    fn new(keys: KeyWindow, ssid: Ssid, their_key: DsaPublicKey) -> Self {
+        Self { keys, ssid, their_key, smp: Smp::new(), recent: VecDeque::new() }
+    }
 }
 
 /// Our state towards one remote instance (one client of the remote account).
@@ -97,6 +119,11 @@ struct Instance {
     last_sent: Timestamp,
     /// Set when data arrived that our next message (or a heartbeat) should acknowledge.
     owes_heartbeat: bool,
+    /// Since when a new key exchange with this private instance is expected to replace its
+    /// keys (it started one, or it lost its session): new messages wait for it.
+    resync_since: Option<Timestamp>,
+    /// When an encrypted message from it last arrived intact.
+    last_data_received: Timestamp,
 }
 
 impl Instance {
@@ -158,7 +185,13 @@ pub struct Session {
     instances: Vec<Instance>,
     outgoing: VecDeque<Transmit>,
     events: VecDeque<Event>,
-    held: VecDeque<Zeroizing<String>>,
+    /// Messages waiting for a private conversation, with the instance they must go to (None:
+    /// whichever becomes private first).
+    held: VecDeque<(Option<InstanceTag>, Zeroizing<String>)>,
+    /// When we last sent an OTR error reply.
+    last_error_reply: Option<Timestamp>,
+    /// When we last started a key exchange by ourselves because of an OTR error.
+    last_auto_ake: Option<Timestamp>,
     offer: Offer,
     fragments: Reassembler,
     /// Counts message exchanges, to tell which instance was active most recently.
@@ -182,6 +215,8 @@ impl Session {
             outgoing: VecDeque::new(),
             events: VecDeque::new(),
             held: VecDeque::new(),
+            last_error_reply: None,
+            last_auto_ake: None,
             offer: Offer::NotSent,
             fragments: Reassembler::default(),
             activity: 0,
@@ -291,16 +326,26 @@ impl Session {
             .iter()
             .filter(|i| i.owes_heartbeat && matches!(i.state, MsgState::Encrypted(_)))
             .map(|i| i.last_sent.plus_millis(HEARTBEAT_MS));
-        heartbeats.chain(self.fragments.next_expiry()).min()
+        let resyncs =
+            self.instances.iter().filter_map(|i| i.resync_since).map(|t| t.plus_millis(RESYNC_TIMEOUT_MS));
+        heartbeats.chain(resyncs).chain(self.fragments.next_expiry()).min()
     }
 
     /// Does the time-based work that is due: heartbeats (an empty encrypted message, flagged
     /// IGNORE_UNREADABLE, to an instance that sent us data and heard nothing back for
-    /// [`HEARTBEAT_MS`], so its keys rotate as libotr's do) and dropping stale fragments.
+    /// [`HEARTBEAT_MS`], so its keys rotate as libotr's do), sending messages that waited too
+    /// long for a key exchange, and dropping stale fragments.
     /// Calling it early is harmless.
     pub fn handle_timeout(&mut self, now: Timestamp) {
         self.fragments.expire(now);
         for i in 0..self.instances.len() {
+            if self.instances[i].resync_since.is_some_and(|t| t.plus_millis(RESYNC_TIMEOUT_MS) <= now) {
+                // The new key exchange did not finish: send what waited with the keys we have.
+                self.instances[i].resync_since = None;
+                if matches!(self.instances[i].state, MsgState::Encrypted(_)) {
+                    self.flush_held(i, now);
+                }
+            }
             let inst = &self.instances[i];
             if inst.owes_heartbeat
                 && matches!(inst.state, MsgState::Encrypted(_))
@@ -349,12 +394,16 @@ impl Session {
         }
         let target = self.best_index();
         if let Some(i) = target {
-            match &mut self.instances[i].state {
+            let resyncing = self.instances[i].resync_since.is_some();
+            match &self.instances[i].state {
                 MsgState::Finished => return Err(SendError::Finished),
+                MsgState::Encrypted(_) if resyncing => {
+                    // Its keys are about to be replaced: send it once, with the new ones.
+                    return self.hold(Some(self.instances[i].tag), text);
+                }
                 MsgState::Encrypted(_) => {
-                    let plain = Zeroizing::new(tlv::join_plaintext(text.as_bytes(), &[]));
                     self.touch(i);
-                    self.send_to_instance(i, now, 0, &plain);
+                    self.send_text(i, now, text);
                     return Ok(Sent::Encrypted);
                 }
                 MsgState::Plaintext => {}
@@ -364,14 +413,11 @@ impl Session {
             || self.instances.iter().any(|i| i.ake.phase() != AkePhase::None);
         let require = self.config.policy.contains(Policy::REQUIRE_ENCRYPTION);
         if require || ake_running {
-            if self.held.len() >= MAX_HELD {
-                return Err(SendError::QueueFull);
-            }
-            self.held.push_back(Zeroizing::new(text.to_owned()));
+            let held = self.hold(None, text)?;
             if require && !ake_running {
                 self.start(now);
             }
-            return Ok(Sent::Held);
+            return Ok(held);
         }
         let mut out = text.to_owned();
         if self.config.policy.contains(Policy::SEND_WHITESPACE_TAG)
@@ -383,6 +429,39 @@ impl Session {
         }
         self.outgoing.push_back(Transmit { message: out });
         Ok(Sent::Plaintext)
+    }
+
+    fn hold(&mut self, to: Option<InstanceTag>, text: &str) -> Result<Sent, SendError> {
+        if self.held.len() >= MAX_HELD {
+            return Err(SendError::QueueFull);
+        }
+        self.held.push_back((to, Zeroizing::new(text.to_owned())));
+        Ok(Sent::Held)
+    }
+
+    /// Encrypts a user's text to private instance `i`, remembering it for a while.
+    fn send_text(&mut self, i: usize, now: Timestamp, text: &str) {
+        let plain = Zeroizing::new(tlv::join_plaintext(text.as_bytes(), &[]));
+        self.send_to_instance(i, now, 0, &plain);
+        if let MsgState::Encrypted(p) = &mut self.instances[i].state {
+            while p.recent.len() >= MAX_RECENT
+                || p.recent.front().is_some_and(|(t, _)| t.plus_millis(RECENT_MS) < now)
+            {
+                p.recent.pop_front();
+            }
+            p.recent.push_back((now, Zeroizing::new(text.to_owned())));
+        }
+    }
+
+    /// Sends the held messages meant for instance `i` (or for anyone), once, encrypted.
+    fn flush_held(&mut self, i: usize, now: Timestamp) {
+        let tag = self.instances[i].tag;
+        let (mine, others): (VecDeque<_>, VecDeque<_>) =
+            core::mem::take(&mut self.held).into_iter().partition(|(to, _)| to.is_none_or(|t| t == tag));
+        self.held = others;
+        for (_, text) in mine {
+            self.send_text(i, now, &text);
+        }
     }
 
     /// Uses the extra symmetric key: sends the peer an empty encrypted message carrying TLV 8
@@ -496,9 +575,12 @@ impl Session {
             .iter()
             .position(|i| i.tag == instance && matches!(i.state, MsgState::Encrypted(_)));
         let i = i.ok_or(SendError::NotPrivate)?;
-        let plain = Zeroizing::new(tlv::join_plaintext(text.as_bytes(), &[]));
         self.touch(i);
-        self.send_to_instance(i, now, 0, &plain);
+        if self.instances[i].resync_since.is_some() {
+            self.hold(Some(instance), text)?;
+        } else {
+            self.send_text(i, now, text);
+        }
         Ok(())
     }
 
@@ -517,20 +599,54 @@ impl Session {
             Incoming::Encoded(bytes) => self.on_encoded(now, &bytes, rng),
             Incoming::Fragment(f) => self.on_fragment(now, &f, rng),
             Incoming::Query(v) => {
-                self.on_offer(v, rng);
+                self.on_offer(now, v, rng);
                 Ok(())
             }
             Incoming::Error(text) => {
                 self.events.push_back(Event::ErrorReceived { text });
-                if self.config.policy.contains(Policy::ERROR_START_AKE) {
-                    self.start(now);
-                }
+                self.on_peer_error(now);
                 Ok(())
             }
             Incoming::Plain { text, tag } => {
-                self.on_plain(text, tag, rng);
+                self.on_plain(now, text, tag, rng);
                 Ok(())
             }
+        }
+    }
+
+    /// The peer sent an OTR error. Under ERROR_START_AKE we ask for a new key exchange, at
+    /// most once per [`AUTO_AKE_INTERVAL_MS`] (so two clients cannot loop). If we thought the
+    /// conversation private, the peer evidently cannot read us (it lost its session): new
+    /// messages wait for the new keys, and the user learns what recently sent may be lost.
+    fn on_peer_error(&mut self, now: Timestamp) {
+        if !self.config.policy.contains(Policy::ERROR_START_AKE)
+            || self.last_auto_ake.is_some_and(|t| t.plus_millis(AUTO_AKE_INTERVAL_MS) > now)
+        {
+            return;
+        }
+        self.last_auto_ake = Some(now);
+        self.start(now);
+        if let Some(i) = self.best_index() {
+            self.suspect_lost_session(i, now);
+        }
+    }
+
+    /// The peer of private instance `i` evidently lost its session (it cannot read us, or it
+    /// asks for a new key exchange): what the user types now waits for the new keys, and the
+    /// user learns which texts, sent since the peer last wrote, may not have arrived.
+    fn suspect_lost_session(&mut self, i: usize, now: Timestamp) {
+        let inst = &mut self.instances[i];
+        let MsgState::Encrypted(p) = &mut inst.state else { return };
+        inst.resync_since.get_or_insert(now);
+        let since = inst.last_data_received;
+        let texts: Vec<String> = p
+            .recent
+            .drain(..)
+            .filter(|(t, _)| t.plus_millis(RECENT_MS) >= now && *t >= since)
+            .map(|(_, text)| String::clone(&text))
+            .collect();
+        if !texts.is_empty() {
+            self.events.push_back(Event::MaybeNotDelivered { instance: inst.tag, texts });
         }
     }
 
@@ -553,17 +669,37 @@ impl Session {
         }
     }
 
-    fn on_offer(&mut self, v: Versions, rng: &mut (impl CryptoRng + ?Sized)) {
+    fn on_offer(&mut self, now: Timestamp, v: Versions, rng: &mut (impl CryptoRng + ?Sized)) {
         if v.v3 && self.config.policy.contains(Policy::ALLOW_V3) {
             self.offer = Offer::Accepted;
+            // A query while we think the conversation private: the peer lost its session (or
+            // refreshes it). New keys are coming either way.
+            if let Some(i) = self.best_index() {
+                self.suspect_lost_session(i, now);
+            }
             let commit = self.master.start(rng);
+            // This exchange supersedes every other one under way: the peer keeps only the
+            // newest commit (a Reveal Signature for an older one could never verify), and an
+            // instance waiting on an old exchange of its own would ignore the D-H Key that
+            // answers this one. An instance without an exchange continues from this commit.
+            for inst in &mut self.instances {
+                inst.ake.reset();
+            }
             self.send_encoded(Header::v3(commit.kind, self.config.instance_tag, None), &commit.body);
         }
     }
 
-    fn on_plain(&mut self, text: String, tag: Option<Versions>, rng: &mut (impl CryptoRng + ?Sized)) {
+    fn on_plain(
+        &mut self,
+        now: Timestamp,
+        text: String,
+        tag: Option<Versions>,
+        rng: &mut (impl CryptoRng + ?Sized),
+    ) {
         match tag {
-            Some(v) if self.config.policy.contains(Policy::WHITESPACE_START_AKE) => self.on_offer(v, rng),
+            Some(v) if self.config.policy.contains(Policy::WHITESPACE_START_AKE) => {
+                self.on_offer(now, v, rng)
+            }
             Some(_) => {}
             None if self.offer == Offer::Sent => self.offer = Offer::Rejected,
             None => {}
@@ -621,6 +757,8 @@ impl Session {
             last_active: 0,
             last_sent: now,
             owes_heartbeat: false,
+            resync_since: None,
+            last_data_received: now,
         });
         self.instances.len() - 1
     }
@@ -645,6 +783,11 @@ impl Session {
             }
         }
         let step = inst.ake.handle(msg_kind, body, &self.identity, rng)?;
+        if msg_kind == kind::DH_COMMIT && matches!(inst.state, MsgState::Encrypted(_)) && step.reply.is_some()
+        {
+            // The peer asks for new keys while we are private: a refresh, or it lost its session.
+            self.suspect_lost_session(i, now);
+        }
         self.collect_traces(i);
         let inst = &mut self.instances[i];
         let tag = inst.tag;
@@ -665,14 +808,11 @@ impl Session {
         let ssid = Ssid(est.ssid);
         let fingerprint = est.their_key.fingerprint();
         let keys = KeyWindow::after_ake(est.our_dh, est.their_dh, est.their_keyid, rng);
-        inst.state =
-            MsgState::Encrypted(Box::new(Private { keys, ssid, their_key: est.their_key, smp: Smp::new() }));
+        inst.state = MsgState::Encrypted(Box::new(Private::new(keys, ssid, est.their_key)));
         self.events.push_back(Event::Secure { instance: inst.tag, fingerprint, ssid, refreshed });
         self.collect_traces(i);
-        while let Some(text) = self.held.pop_front() {
-            let plain = Zeroizing::new(tlv::join_plaintext(text.as_bytes(), &[]));
-            self.send_to_instance(i, now, 0, &plain);
-        }
+        self.instances[i].resync_since = None;
+        self.flush_held(i, now);
     }
 
     fn on_data(
@@ -689,7 +829,7 @@ impl Session {
             if ignore {
                 return Ok(());
             }
-            self.send_error(ERR_NOT_PRIVATE);
+            self.send_error(now, ERR_NOT_PRIVATE);
             return Err(ReceiveError::NotPrivate);
         };
         let opened = DataMessage::read(bytes)
@@ -699,15 +839,16 @@ impl Session {
         let (plain, extra) = match opened {
             Ok(v) => v,
             Err(_) if ignore => return Ok(()),
+            // The network repeated a message we already read: nothing to tell anyone.
+            Err(ReceiveError::Unreadable(Unreadable::Duplicate)) => return Ok(()),
             Err(e) => {
-                self.send_error(if matches!(e, ReceiveError::Unreadable(_)) {
-                    ERR_UNREADABLE
-                } else {
-                    ERR_MALFORMED
-                });
+                let reply =
+                    if matches!(e, ReceiveError::Unreadable(_)) { ERR_UNREADABLE } else { ERR_MALFORMED };
+                self.send_error(now, reply);
                 return Err(e);
             }
         };
+        self.instances[i].last_data_received = now;
         let (text, tlvs) = tlv::split_plaintext(&plain);
         if !text.is_empty() {
             let text = String::from_utf8_lossy(text).into_owned();
@@ -826,7 +967,12 @@ impl Session {
         }
     }
 
-    fn send_error(&mut self, text: &str) {
+    /// Queues an OTR error reply, at most one per [`ERROR_REPLY_INTERVAL_MS`].
+    fn send_error(&mut self, now: Timestamp, text: &str) {
+        if self.last_error_reply.is_some_and(|t| t.plus_millis(ERROR_REPLY_INTERVAL_MS) > now) {
+            return;
+        }
+        self.last_error_reply = Some(now);
         self.outgoing.push_back(Transmit { message: message::error_message(text) });
     }
 

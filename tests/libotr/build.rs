@@ -9,7 +9,9 @@ fn main() {
     // shim.c calls gcry_strerror itself.
     let gcrypt = pkg_config::probe_library("libgcrypt");
     let (Ok(otr), Ok(gcrypt)) = (otr, gcrypt) else {
-        println!("cargo:warning=libotr 4.1 or libgcrypt not found (install libotr5-dev libgcrypt20-dev pkg-config): building the harness without libotr");
+        println!(
+            "cargo:warning=libotr 4.1 or libgcrypt not found (install libotr5-dev libgcrypt20-dev pkg-config): building the harness without libotr"
+        );
         println!("cargo:rustc-cfg=libotr_missing");
         return;
     };

@@ -56,7 +56,6 @@ unsafe extern "C" {
     fn shim_poll(ep: *mut ShimEndpoint);
 }
 
-
 unsafe extern "C" fn sink(
     data: *mut c_void,
     kind: c_int,

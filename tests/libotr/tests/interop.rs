@@ -643,3 +643,61 @@ fn simultaneous_queries_resolve_to_one_private_conversation() {
         assert_eq!(d.our_texts().last(), Some(&("likewise".to_string(), true)));
     }
 }
+
+#[test]
+fn a_duplicate_from_libotr_is_dropped_silently_and_reordering_tolerated() {
+    let mut d = Duo::new(Policy::MANUAL, PeerPolicy::Manual, 0);
+    d.secure_by(true);
+    d.lib.send("first");
+    d.lib.send("second");
+    let mut msgs = vec![];
+    while let Some(o) = d.lib.poll_output() {
+        if let Output::Net(m) = o {
+            msgs.push(m);
+        }
+    }
+    // Reordered: libotr itself would refuse the older one; we read both, once.
+    for m in msgs.iter().rev().chain(msgs.iter()) {
+        assert_eq!(d.ours.receive(d.now, m, &mut d.rng), Ok(()));
+    }
+    d.drive();
+    assert_eq!(d.our_texts(), vec![("second".to_string(), true), ("first".to_string(), true)]);
+    assert!(d.wire.iter().all(|(ours, m)| !(*ours && m.starts_with("?OTR Error"))), "no error replies");
+}
+
+#[test]
+fn libotr_restarted_loses_its_session_and_one_re_ake_brings_it_back() {
+    let dir = std::env::temp_dir().join(format!("otr-restart-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let key = dir.join("bob.key");
+    let mut d = Duo::new(Policy::OPPORTUNISTIC, PeerPolicy::Opportunistic, 0);
+    d.lib = LibotrPeer::new("bob", "alice", PeerPolicy::Opportunistic, false, 0, Some(&key)).unwrap();
+    d.secure_by(true);
+    // Bob's client restarts: same key, no session.
+    d.lib = LibotrPeer::new("bob", "alice", PeerPolicy::Opportunistic, false, 0, Some(&key)).unwrap();
+    d.lib_events.clear();
+    d.our_send("did you get this?").unwrap();
+    d.our_send("and this?").unwrap();
+    d.drive();
+    // libotr cannot read them; it tells its user (not us: libotr sends no error reply for data
+    // outside a private conversation), and its user does what libotr users do: starts OTR.
+    assert!(d.lib_events.iter().any(|e| matches!(e, PeerEvent::Error(_))), "{:?}", d.lib_events);
+    assert!(d.lib_texts().is_empty());
+    d.lib.query();
+    d.drive();
+    // We take the query while private as the sign it lost its session: we tell our user what
+    // may not have arrived, and the new AKE makes the conversation private again.
+    let lost = d.our_events.iter().find_map(|e| match e {
+        Event::MaybeNotDelivered { texts, .. } => Some(texts.clone()),
+        _ => None,
+    });
+    assert_eq!(lost, Some(vec!["did you get this?".to_string(), "and this?".to_string()]));
+    let secures = d.our_events.iter().filter(|e| matches!(e, Event::Secure { .. })).count();
+    assert_eq!(secures, 2, "one automatic re-AKE");
+    d.our_send("again, privately").unwrap();
+    d.drive();
+    assert_eq!(d.lib_texts().last(), Some(&("again, privately".to_string(), true)));
+    let errors_sent_by_us = d.wire.iter().filter(|(ours, m)| *ours && m.starts_with("?OTR Error")).count();
+    assert!(errors_sent_by_us <= 1, "we never bounce errors back");
+    let _ = std::fs::remove_dir_all(&dir);
+}
