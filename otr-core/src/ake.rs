@@ -171,7 +171,7 @@ impl Ake {
         let mut r = Zeroizing::new([0u8; 16]);
         rng.fill_bytes(&mut *r);
         let dh = DhKeyPair::generate(rng);
-        let gx = dh.public().to_mpi();
+        let gx = dh.public_mpi().to_vec();
         let mut enc = gx.clone();
         crypto::aes128_ctr(&r, [0; 8], &mut enc);
         let hash_gx = crypto::sha256(&[&gx]);
@@ -254,7 +254,7 @@ impl Ake {
             _ => {
                 let dh = DhKeyPair::generate(rng);
                 let mut w = Writer::new();
-                w.raw(&dh.public().to_mpi());
+                w.raw(dh.public_mpi());
                 let dh_key = Outgoing { kind: kind::DH_KEY, body: w.into_vec() };
                 self.state = State::AwaitingRevealSig(Box::new(AwaitRevealSig {
                     dh,

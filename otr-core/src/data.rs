@@ -140,7 +140,7 @@ pub fn seal(
     let mut w = Writer::new();
     header.write(&mut w);
     w.u8(flags).u32(s.sender_keyid).u32(s.recipient_keyid);
-    w.raw(&s.next_dh.to_mpi());
+    w.raw(s.next_dh);
     let ctr = s.keys.send_ctr.to_be_bytes();
     w.raw(&ctr);
     let mut enc = Zeroizing::new(plaintext.to_vec());

@@ -154,8 +154,8 @@ pub struct Sending<'a> {
     pub sender_keyid: u32,
     /// The peer's newest keyid.
     pub recipient_keyid: u32,
-    /// Our newest public value, announced to the peer.
-    pub next_dh: &'a Element,
+    /// Our newest public value as an MPI, announced to the peer.
+    pub next_dh: &'a [u8],
     /// The keys of this pair (counter already advanced).
     pub keys: &'a SessionKeys,
     /// Old MAC keys to reveal (taken: they go out with this message).
@@ -236,7 +236,7 @@ impl KeyWindow {
         let keys = self.sessions[1][0].as_deref_mut().expect("derived above");
         keys.send_ctr += 1;
         keys.mark_send_used();
-        Sending { sender_keyid, recipient_keyid, next_dh: self.our[0].public(), keys, reveal }
+        Sending { sender_keyid, recipient_keyid, next_dh: self.our[0].public_mpi(), keys, reveal }
     }
 
     /// The keys a received message names, if we still hold them.
@@ -301,16 +301,6 @@ impl KeyWindow {
                 self.reveal.extend_from_slice(&k.send_mac);
             }
         }
-    }
-
-    /// Our newest keyid (for diagnostics).
-    pub fn our_keyid(&self) -> u32 {
-        self.our_keyid
-    }
-
-    /// The peer's newest keyid (for diagnostics).
-    pub fn their_keyid(&self) -> u32 {
-        self.their_keyid
     }
 }
 

@@ -302,8 +302,9 @@ impl Session {
 
     /// Whether the conversation with the best instance is private, and with whom.
     pub fn private_with(&self) -> Option<(InstanceTag, &DsaPublicKey, Ssid)> {
-        match &self.best()?.state {
-            MsgState::Encrypted(p) => Some((self.best()?.tag, &p.their_key, p.ssid)),
+        let best = self.best()?;
+        match &best.state {
+            MsgState::Encrypted(p) => Some((best.tag, &p.their_key, p.ssid)),
             _ => None,
         }
     }

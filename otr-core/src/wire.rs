@@ -204,13 +204,6 @@ impl Writer {
     }
 }
 
-/// Encodes big-endian `magnitude` as an MPI (with its 4-byte length) into a fresh vector.
-pub fn mpi_bytes(magnitude: &[u8]) -> Vec<u8> {
-    let mut w = Writer::new();
-    w.mpi(magnitude);
-    w.into_vec()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,6 +14,8 @@ pub const SECRET_BITS: u32 = 320;
 pub struct DhKeyPair {
     secret: Exponent,
     public: Element,
+    /// `public` as an MPI: every data message we send carries it, so it is encoded once.
+    public_mpi: Vec<u8>,
 }
 
 impl core::fmt::Debug for DhKeyPair {
@@ -27,12 +29,18 @@ impl DhKeyPair {
     pub fn generate(rng: &mut (impl CryptoRng + ?Sized)) -> Self {
         let secret = Exponent::random(SECRET_BITS, rng);
         let public = Element::generator_pow(&secret);
-        Self { secret, public }
+        let public_mpi = public.to_mpi();
+        Self { secret, public, public_mpi }
     }
 
     /// Our public value g^x.
     pub fn public(&self) -> &Element {
         &self.public
+    }
+
+    /// Our public value as an OTR MPI (length included).
+    pub fn public_mpi(&self) -> &[u8] {
+        &self.public_mpi
     }
 
     /// The private exponent, big-endian at its fixed width (40 bytes). Secret: for test

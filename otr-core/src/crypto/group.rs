@@ -24,6 +24,7 @@ const P_HEX: &str = "FFFFFFFFFFFFFFFFC90FDAA22168C234C4C6628B80DC1CD129024E088A6
 struct Consts {
     p: Odd<BoxedUint>,
     p_minus_1: BoxedUint,
+    two: BoxedUint,
     q: NonZero<BoxedUint>,
     params: BoxedMontyParams,
     g: BoxedMontyForm,
@@ -41,8 +42,9 @@ fn consts() -> &'static Consts {
         let p_minus_1 = p.wrapping_sub(&BoxedUint::one_with_precision(MODULUS_BITS));
         let q = NonZero::new(p_minus_1.shr(1)).expect("(p-1)/2 is not zero");
         let params = BoxedMontyParams::new_vartime(p.clone());
-        let g = BoxedMontyForm::new(BoxedUint::from_be_slice(&[2], MODULUS_BITS).expect("fits"), &params);
-        Consts { p, p_minus_1, q, params, g }
+        let two = BoxedUint::from_be_slice(&[2], MODULUS_BITS).expect("fits");
+        let g = BoxedMontyForm::new(two.clone(), &params);
+        Consts { p, p_minus_1, two, q, params, g }
     })
 }
 
@@ -73,22 +75,9 @@ impl Exponent {
         Self { value, bits }
     }
 
-    /// An exponent from big-endian bytes, reduced modulo the group order q.
-    pub fn from_be_bytes_mod_q(bytes: &[u8]) -> Self {
-        let wide = BoxedUint::from_be_slice_vartime(bytes);
-        let value = wide.rem_vartime(order()).resize_unchecked(MODULUS_BITS);
-        Self { value, bits: MODULUS_BITS }
-    }
-
     /// The exponent's value.
     pub fn value(&self) -> &BoxedUint {
         &self.value
-    }
-
-    /// Wraps an already reduced value (used by SMP arithmetic mod q).
-    pub fn from_value(value: BoxedUint) -> Self {
-        let value = value.resize_unchecked(MODULUS_BITS);
-        Self { value, bits: MODULUS_BITS }
     }
 
     /// The big-endian bytes of the exponent (fixed width).
@@ -158,12 +147,7 @@ impl Element {
     pub fn from_bytes(magnitude: &[u8]) -> Result<Self, CryptoError> {
         let value =
             BoxedUint::from_be_slice(magnitude, MODULUS_BITS).map_err(|_| CryptoError::BadGroupElement)?;
-        let two = BoxedUint::from_be_slice(&[2], MODULUS_BITS).expect("fits");
-        let c = consts();
-        if value < two || value >= c.p_minus_1 {
-            return Err(CryptoError::BadGroupElement);
-        }
-        Ok(Self { value })
+        Self::checked(value)
     }
 
     /// g^e.
@@ -211,8 +195,8 @@ impl Element {
     }
 
     fn checked(value: BoxedUint) -> Result<Self, CryptoError> {
-        let two = BoxedUint::from_be_slice(&[2], MODULUS_BITS).expect("fits");
-        if value < two || value >= consts().p_minus_1 {
+        let c = consts();
+        if value < c.two || value >= c.p_minus_1 {
             return Err(CryptoError::BadGroupElement);
         }
         Ok(Self { value })
