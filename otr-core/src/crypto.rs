@@ -8,7 +8,7 @@ pub mod dsa;
 pub mod group;
 
 use aes::Aes128;
-use ctr::cipher::{KeyIvInit, StreamCipher};
+use ctr::cipher::{InnerIvInit, KeyIvInit, StreamCipher};
 use hmac::{Hmac, KeyInit, Mac};
 use sha1::Sha1;
 use sha2::{Digest, Sha256};
@@ -45,6 +45,39 @@ pub fn aes128_ctr(key: &[u8; 16], ctr_top: [u8; 8], data: &mut [u8]) {
     iv[..8].copy_from_slice(&ctr_top);
     let mut cipher = ctr::Ctr128BE::<Aes128>::new(&(*key).into(), &iv.into());
     cipher.apply_keystream(data);
+}
+
+/// AES-128-CTR and HMAC-SHA1 keyed once for one direction of one data key pair, so that the
+/// many messages sent or received with those keys skip the AES key schedule and the two HMAC
+/// key blocks. Both states zeroize themselves on drop.
+#[derive(Clone)]
+pub struct DataCipher {
+    aes: Aes128,
+    mac: Hmac<Sha1>,
+}
+
+impl DataCipher {
+    /// Keys AES-128 with `aes_key` and HMAC-SHA1 with `mac_key`.
+    pub fn new(aes_key: &[u8; 16], mac_key: &[u8; 20]) -> Self {
+        let mac = <Hmac<Sha1> as KeyInit>::new_from_slice(mac_key).expect("HMAC takes any key length");
+        Self { aes: Aes128::new(&(*aes_key).into()), mac }
+    }
+
+    /// [`aes128_ctr`] with this key: encrypts or decrypts `data` in place.
+    pub fn apply_ctr(&self, ctr_top: [u8; 8], data: &mut [u8]) {
+        let mut iv = [0u8; 16];
+        iv[..8].copy_from_slice(&ctr_top);
+        let core = ctr::CtrCore::<&Aes128, ctr::flavors::Ctr128BE>::inner_iv_init(&self.aes, &iv.into());
+        let mut cipher = ctr::cipher::StreamCipherCoreWrapper::from_core(core);
+        cipher.apply_keystream(data);
+    }
+
+    /// [`hmac_sha1`] with this key.
+    pub fn mac(&self, data: &[u8]) -> [u8; 20] {
+        let mut mac = self.mac.clone();
+        mac.update(data);
+        mac.finalize().into_bytes().into()
+    }
 }
 
 /// SHA-1 of the concatenation of `parts`.
@@ -112,6 +145,20 @@ mod tests {
         assert_ne!(block, orig);
         aes128_ctr(&key, [0; 8], &mut block);
         assert_eq!(block, orig);
+    }
+
+    #[test]
+    fn keyed_cipher_matches_the_one_shot_functions() {
+        let (aes_key, mac_key) = ([7u8; 16], [9u8; 20]);
+        let c = DataCipher::new(&aes_key, &mac_key);
+        for len in [0, 1, 15, 16, 17, 100, 1000] {
+            let data: Vec<u8> = (0..len).map(|i| i as u8).collect();
+            let (mut a, mut b) = (data.clone(), data.clone());
+            aes128_ctr(&aes_key, [1, 2, 3, 4, 5, 6, 7, 8], &mut a);
+            c.apply_ctr([1, 2, 3, 4, 5, 6, 7, 8], &mut b);
+            assert_eq!(a, b, "ctr {len}");
+            assert_eq!(c.mac(&data), hmac_sha1(&mac_key, &data), "mac {len}");
+        }
     }
 
     #[test]

@@ -111,7 +111,7 @@ impl<'a> DataMessage<'a> {
         let keys = window
             .receiving(self.sender_keyid, self.recipient_keyid)
             .map_err(|_| Unreadable::UnknownKeyId)?;
-        crypto::verify_mac(&crypto::hmac_sha1(&keys.recv_mac, self.authenticated), &self.mac)
+        crypto::verify_mac(&keys.recv_cipher().mac(self.authenticated), &self.mac)
             .map_err(|_| Unreadable::BadMac)?;
         let ctr = u64::from_be_bytes(self.ctr);
         match keys.check_counter(ctr) {
@@ -121,7 +121,7 @@ impl<'a> DataMessage<'a> {
         }
         keys.mark_recv_used();
         let mut plain = Zeroizing::new(self.encrypted.to_vec());
-        crypto::aes128_ctr(&keys.recv_aes, self.ctr, &mut plain);
+        keys.recv_cipher().apply_ctr(self.ctr, &mut plain);
         let extra = Zeroizing::new(keys.extra);
         window.rotate(self.sender_keyid, self.recipient_keyid, self.next_dh, rng);
         Ok((plain, extra))
@@ -137,16 +137,19 @@ pub fn seal(
     plaintext: &[u8],
 ) -> (Vec<u8>, Zeroizing<[u8; 32]>) {
     let s = window.sending();
-    let mut w = Writer::new();
+    // Header, flags, keyids, next DH, counter, encrypted data, MAC, revealed keys: one
+    // allocation, and the plaintext is encrypted where it lies in the output.
+    let len = 11 + 1 + 8 + s.next_dh.len() + 8 + 4 + plaintext.len() + 20 + 4 + s.reveal.len();
+    let mut w = Writer::with_capacity(len);
     header.write(&mut w);
     w.u8(flags).u32(s.sender_keyid).u32(s.recipient_keyid);
     w.raw(s.next_dh);
     let ctr = s.keys.send_ctr.to_be_bytes();
     w.raw(&ctr);
-    let mut enc = Zeroizing::new(plaintext.to_vec());
-    crypto::aes128_ctr(&s.keys.send_aes, ctr, &mut enc);
-    w.data(&enc);
-    let mac = crypto::hmac_sha1(&s.keys.send_mac, w.as_slice());
+    w.data(plaintext);
+    let cipher = s.keys.send_cipher();
+    cipher.apply_ctr(ctr, w.last_mut(plaintext.len()));
+    let mac = cipher.mac(w.as_slice());
     w.raw(&mac).data(&s.reveal);
     (w.into_vec(), Zeroizing::new(s.keys.extra))
 }

@@ -14,7 +14,7 @@ use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use crate::crypto::dh::{DhKeyPair, SharedSecret};
 use crate::crypto::group::Element;
-use crate::crypto::{self};
+use crate::crypto::{self, DataCipher};
 
 /// The keys derived from one (our key pair, their public value) combination.
 #[derive(Zeroize, ZeroizeOnDrop)]
@@ -37,6 +37,12 @@ pub struct SessionKeys {
     recv_seen: u64,
     send_mac_used: bool,
     recv_mac_used: bool,
+    /// AES and HMAC keyed with the sending keys (zeroize themselves on drop).
+    #[zeroize(skip)]
+    send_cipher: DataCipher,
+    /// AES and HMAC keyed with the receiving keys (zeroize themselves on drop).
+    #[zeroize(skip)]
+    recv_cipher: DataCipher,
 }
 
 impl SessionKeys {
@@ -57,9 +63,13 @@ impl SessionKeys {
         };
         let send_aes = half(send_byte);
         let recv_aes = half(recv_byte);
+        let send_mac = crypto::sha1(&[&send_aes]);
+        let recv_mac = crypto::sha1(&[&recv_aes]);
         Self {
-            send_mac: crypto::sha1(&[&send_aes]),
-            recv_mac: crypto::sha1(&[&recv_aes]),
+            send_cipher: DataCipher::new(&send_aes, &send_mac),
+            recv_cipher: DataCipher::new(&recv_aes, &recv_mac),
+            send_mac,
+            recv_mac,
             send_aes,
             recv_aes,
             extra: crypto::sha256(&[&[0xff], s.mpi()]),
@@ -101,6 +111,16 @@ impl SessionKeys {
         } else {
             self.recv_seen |= 1 << (self.recv_ctr - ctr);
         }
+    }
+
+    /// AES and HMAC keyed with [`Self::send_aes`] and [`Self::send_mac`].
+    pub fn send_cipher(&self) -> &DataCipher {
+        &self.send_cipher
+    }
+
+    /// AES and HMAC keyed with [`Self::recv_aes`] and [`Self::recv_mac`].
+    pub fn recv_cipher(&self) -> &DataCipher {
+        &self.recv_cipher
     }
 
     /// Notes that the sending MAC key authenticated a message (so it is revealed later).

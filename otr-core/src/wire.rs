@@ -153,6 +153,11 @@ impl Writer {
         Self::default()
     }
 
+    /// An empty writer with room for `capacity` bytes (for messages whose size is known).
+    pub fn with_capacity(capacity: usize) -> Self {
+        Self { buf: Vec::with_capacity(capacity) }
+    }
+
     /// Writes a BYTE.
     pub fn u8(&mut self, v: u8) -> &mut Self {
         self.buf.push(v);
@@ -196,6 +201,12 @@ impl Writer {
     /// The bytes written so far.
     pub fn as_slice(&self) -> &[u8] {
         &self.buf
+    }
+
+    /// The last `n` bytes written, to transform in place (at most everything written).
+    pub fn last_mut(&mut self, n: usize) -> &mut [u8] {
+        let start = self.buf.len().saturating_sub(n);
+        &mut self.buf[start..]
     }
 
     /// The finished bytes.
