@@ -24,6 +24,7 @@ const P_HEX: &str = "FFFFFFFFFFFFFFFFC90FDAA22168C234C4C6628B80DC1CD129024E088A6
 struct Consts {
     p: Odd<BoxedUint>,
     p_minus_1: BoxedUint,
+    p_minus_1_bytes: Box<[u8]>,
     two: BoxedUint,
     q: NonZero<BoxedUint>,
     params: BoxedMontyParams,
@@ -44,7 +45,8 @@ fn consts() -> &'static Consts {
         let params = BoxedMontyParams::new_vartime(p.clone());
         let two = BoxedUint::from_be_slice(&[2], MODULUS_BITS).expect("fits");
         let g = BoxedMontyForm::new(two.clone(), &params);
-        Consts { p, p_minus_1, two, q, params, g }
+        let p_minus_1_bytes = p_minus_1.to_be_bytes();
+        Consts { p, p_minus_1, p_minus_1_bytes, two, q, params, g }
     })
 }
 
@@ -145,9 +147,21 @@ impl Element {
     /// # Errors
     /// [`CryptoError::BadGroupElement`] when out of range (0, 1, p-1, p or larger).
     pub fn from_bytes(magnitude: &[u8]) -> Result<Self, CryptoError> {
-        let value =
-            BoxedUint::from_be_slice(magnitude, MODULUS_BITS).map_err(|_| CryptoError::BadGroupElement)?;
-        Self::checked(value)
+        // The range check on the bytes themselves (the value is public): every data message
+        // carries one of these, and comparing bytes is cheaper than comparing big integers.
+        let start = magnitude.iter().position(|&b| b != 0).unwrap_or(magnitude.len());
+        let m = &magnitude[start..];
+        let in_range = match m.len() {
+            0 => false,
+            1 => m[0] >= 2,
+            MODULUS_BYTES => m < &consts().p_minus_1_bytes[..],
+            n => n < MODULUS_BYTES,
+        };
+        if !in_range {
+            return Err(CryptoError::BadGroupElement);
+        }
+        let value = BoxedUint::from_be_slice(m, MODULUS_BITS).map_err(|_| CryptoError::BadGroupElement)?;
+        Ok(Self { value })
     }
 
     /// g^e.
@@ -231,7 +245,7 @@ pub fn minimal_be(v: &BoxedUint) -> Vec<u8> {
 mod tests {
     use super::*;
     use rand_chacha::ChaCha20Rng;
-    use rand_core::SeedableRng;
+    use rand_core::{Rng, SeedableRng};
 
     #[test]
     fn range_checks() {
@@ -247,6 +261,23 @@ mod tests {
         *pm2.last_mut().unwrap() -= 2;
         assert!(Element::from_bytes(&pm2).is_ok());
         assert!(Element::from_bytes(&[1; 193]).is_err());
+        assert!(Element::from_bytes(&[0, 0, 2]).is_ok(), "leading zeros do not count");
+        assert!(Element::from_bytes(&[0, 1]).is_err());
+        assert!(Element::from_bytes(&[0xff; 191]).is_ok());
+        // The byte-level check agrees with the big-integer one around every boundary.
+        let mut rng = ChaCha20Rng::seed_from_u64(3);
+        let mut cases: Vec<Vec<u8>> = vec![p.to_vec(), pm1, pm2, vec![0xff; 192], vec![2], vec![0, 0]];
+        for _ in 0..200 {
+            let mut v = p.to_vec();
+            let i = (rng.next_u32() % 192) as usize;
+            v[i] = v[i].wrapping_add((rng.next_u32() % 3) as u8).wrapping_sub(1);
+            cases.push(v);
+        }
+        for c in cases {
+            let big = BoxedUint::from_be_slice(&c, MODULUS_BITS).ok().map(Element::checked);
+            let fast = Element::from_bytes(&c);
+            assert_eq!(fast.is_ok(), big.is_some_and(|b| b.is_ok()), "{c:02x?}");
+        }
     }
 
     #[test]
