@@ -459,6 +459,36 @@ fn fragmented(keys: &[DsaComponents; 2]) -> (String, Value) {
     r.finish()
 }
 
+fn version_2(keys: &[DsaComponents; 2]) -> (String, Value) {
+    let alice = Cfg { policy: Policy::MANUAL | Policy::ALLOW_V2, max_message_size: 200 };
+    let bob = Cfg { policy: Policy::ALLOW_V2, max_message_size: 200 };
+    let mut r = Rec::new(
+        "version-2",
+        "OTR version 2: Alice allows v2 and v3 and queries with ?OTRv23?; Bob allows only v2, so \
+         he answers with a v2 D-H Commit and the whole conversation is v2: 3-byte headers \
+         without instance tags, v2 fragments (?OTR,k,n,piece,) at 200 bytes, key rotation, and \
+         SMP with a question. Both sides report version 2 and instance 0.",
+        keys,
+        [alice, bob],
+    );
+    r.secure(A);
+    for w in [A, B] {
+        let v2 = |e: &Value| e["type"] == "secure" && e["version"] == 2 && e["instance"] == 0;
+        assert!(r.events(w).iter().any(v2), "both sides report v2");
+    }
+    for i in 0..6 {
+        r.talk(i % 2, &texts(i));
+    }
+    r.act(A, Action::SmpStart { question: Some("Which version?".into()), secret: "two".into() });
+    r.deliver_all();
+    r.act(B, Action::SmpRespond("two".into()));
+    r.deliver_all();
+    assert_eq!((r.count(A, "smp_succeeded"), r.count(B, "smp_succeeded")), (1, 1));
+    let pieces = r.steps.iter().flat_map(|s| s["transmit"].as_array().unwrap().clone());
+    assert!(pieces.filter(|t| t.as_str().unwrap().starts_with("?OTR,")).count() > 10);
+    r.finish()
+}
+
 fn heartbeat(keys: &[DsaComponents; 2]) -> (String, Value) {
     let mut r = Rec::new(
         "heartbeat",
@@ -697,6 +727,7 @@ fn main() {
         smp_abort(&keys),
         symkey(&keys),
         fragmented(&keys),
+        version_2(&keys),
         heartbeat(&keys),
         require(&keys),
         hostile(&keys),

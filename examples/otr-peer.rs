@@ -31,6 +31,7 @@ fn parse_args() -> Result<Args, String> {
     let mut keyfile = None;
     let mut policy = Policy::OPPORTUNISTIC;
     let mut max_msg_size = 0;
+    let mut allow_v2 = false;
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut value = || it.next().ok_or(format!("{flag} needs a value\n{USAGE}"));
@@ -54,15 +55,14 @@ fn parse_args() -> Result<Args, String> {
                     )
                 })?;
             }
-            "--allow-v2" => {
-                eprintln!("otr-peer: OTR version 2 is not supported yet; speaking version 3 only")
-            }
+            "--allow-v2" => allow_v2 = true,
             "--help" | "-h" => return Err(USAGE.into()),
             other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
         }
     }
     let account = account.ok_or(format!("--account is required\n{USAGE}"))?;
     peer.ok_or(format!("--peer is required\n{USAGE}"))?;
+    let policy = if allow_v2 { policy | Policy::ALLOW_V2 } else { policy };
     Ok(Args { account, keyfile, policy, max_msg_size })
 }
 

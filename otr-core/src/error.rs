@@ -55,6 +55,9 @@ pub enum SendError {
     /// The data is too long for one TLV.
     #[error("data too long for one OTR TLV (at most 65531 bytes)")]
     TooLong,
+    /// The extra symmetric key exists only in OTR version 3, and this conversation is v2.
+    #[error("the extra symmetric key needs OTR version 3, and this private conversation uses version 2")]
+    NeedsVersion3,
     /// A message text contained a NUL character, which OTR cannot carry.
     #[error("message contains a NUL character, which OTR cannot carry")]
     ContainsNul,

@@ -58,6 +58,10 @@ pub enum Event {
         ssid: Ssid,
         /// True when the conversation was already private (a new AKE refreshed its keys).
         refreshed: bool,
+        /// The OTR protocol version negotiated: 3, or 2 with an older client (which has no
+        /// instance tags, so `instance` is [`InstanceTag::V2`], and no extra symmetric key).
+        /// Worth showing: see the crate docs on version downgrades.
+        version: u16,
     },
     /// A message for the user. `encrypted` says whether it arrived in a private conversation:
     /// never show a plaintext message as private. Text may be HTML if the peer's client sends

@@ -1,5 +1,5 @@
-//! Fragmentation of long OTR messages (`?OTR|sender|receiver,k,n,piece,`) and their bounded
-//! reassembly.
+//! Fragmentation of long OTR messages (`?OTR|sender|receiver,k,n,piece,` in v3,
+//! `?OTR,k,n,piece,` in v2) and their bounded reassembly.
 //!
 //! Reassembly follows libotr: a fragment with k = 1 starts a message, the next must be k + 1
 //! of the same n, and anything else discards what was collected. Memory is bounded by the
@@ -19,13 +19,15 @@ pub const MAX_PARTIALS: usize = 8;
 pub const EXPIRY_MS: u64 = 120_000;
 /// Bytes a v3 fragment adds around its piece: `?OTR|xxxxxxxx|xxxxxxxx,kkkkk,nnnnn,` and `,`.
 pub const V3_OVERHEAD: usize = 36;
+/// Bytes a v2 fragment adds around its piece: `?OTR,kkkkk,nnnnn,` and `,`.
+pub const V2_OVERHEAD: usize = 18;
 
-/// A parsed v3 fragment.
+/// A parsed fragment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fragment<'a> {
-    /// The sender's instance tag.
+    /// The sender's instance tag (0 in a v2 fragment, which has none).
     pub sender: u32,
-    /// The receiver's instance tag (0 when not yet known).
+    /// The receiver's instance tag (0 when not yet known, and in v2).
     pub receiver: u32,
     /// This piece's number, from 1.
     pub k: u16,
@@ -39,7 +41,7 @@ pub struct Fragment<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum FragmentError {
-    /// Not of the form `?OTR|sender|receiver,k,n,piece,`.
+    /// Not of the form `?OTR|sender|receiver,k,n,piece,` (v3) or `?OTR,k,n,piece,` (v2).
     #[error("malformed fragment")]
     Malformed,
     /// k = 0, n = 0, k > n or n too large.
@@ -59,21 +61,26 @@ fn dec_u16(s: &str) -> Option<u16> {
 }
 
 impl<'a> Fragment<'a> {
-    /// Parses a v3 fragment.
+    /// Parses a v3 or v2 fragment.
     ///
     /// # Errors
     /// [`FragmentError::Malformed`] or [`FragmentError::BadNumbers`].
     pub fn parse(msg: &'a str) -> Result<Self, FragmentError> {
-        let rest = msg.strip_prefix("?OTR|").ok_or(FragmentError::Malformed)?;
-        let (sender, rest) = rest.split_once('|').ok_or(FragmentError::Malformed)?;
-        let mut parts = rest.splitn(4, ',');
-        let receiver = parts.next().ok_or(FragmentError::Malformed)?;
+        let (sender, receiver, numbers) = if let Some(rest) = msg.strip_prefix("?OTR|") {
+            let (sender, rest) = rest.split_once('|').ok_or(FragmentError::Malformed)?;
+            let (receiver, rest) = rest.split_once(',').ok_or(FragmentError::Malformed)?;
+            let tag = |t| hex_u32(t).ok_or(FragmentError::Malformed);
+            (tag(sender)?, tag(receiver)?, rest)
+        } else {
+            (0, 0, msg.strip_prefix("?OTR,").ok_or(FragmentError::Malformed)?)
+        };
+        let mut parts = numbers.splitn(3, ',');
         let k = parts.next().ok_or(FragmentError::Malformed)?;
         let n = parts.next().ok_or(FragmentError::Malformed)?;
         let piece = parts.next().and_then(|p| p.strip_suffix(',')).ok_or(FragmentError::Malformed)?;
         let frag = Self {
-            sender: hex_u32(sender).ok_or(FragmentError::Malformed)?,
-            receiver: hex_u32(receiver).ok_or(FragmentError::Malformed)?,
+            sender,
+            receiver,
             k: dec_u16(k).ok_or(FragmentError::Malformed)?,
             n: dec_u16(n).ok_or(FragmentError::Malformed)?,
             piece,
@@ -85,14 +92,17 @@ impl<'a> Fragment<'a> {
     }
 }
 
-/// Splits `msg` into v3 fragments of at most `max` bytes each. Returns `msg` whole when it
-/// fits (or when `max` is too small to carry anything: then the transport must cope).
-pub fn split(msg: &str, max: usize, sender: u32, receiver: u32) -> Vec<String> {
-    if max == 0 || msg.len() <= max || max <= V3_OVERHEAD {
+/// Splits `msg` into fragments of at most `max` bytes each: v3 fragments from and to the
+/// instance tags `tags` (sender, receiver), or v2 fragments when `tags` is `None`. Returns
+/// `msg` whole when it fits (or when `max` is too small to carry anything: then the transport
+/// must cope).
+pub fn split(msg: &str, max: usize, tags: Option<(u32, u32)>) -> Vec<String> {
+    let overhead = if tags.is_some() { V3_OVERHEAD } else { V2_OVERHEAD };
+    if max == 0 || msg.len() <= max || max <= overhead {
         return vec![msg.to_owned()];
     }
     // Encoded OTR messages are ASCII, so byte chunks are character boundaries.
-    let chunk = max - V3_OVERHEAD;
+    let chunk = max - overhead;
     let pieces: Vec<&str> =
         msg.as_bytes().chunks(chunk).map(|c| core::str::from_utf8(c).unwrap_or("")).collect();
     let n = pieces.len();
@@ -102,7 +112,10 @@ pub fn split(msg: &str, max: usize, sender: u32, receiver: u32) -> Vec<String> {
     pieces
         .iter()
         .enumerate()
-        .map(|(i, p)| format!("?OTR|{sender:08x}|{receiver:08x},{:05},{n:05},{p},", i + 1))
+        .map(|(i, p)| match tags {
+            Some((sender, receiver)) => format!("?OTR|{sender:08x}|{receiver:08x},{:05},{n:05},{p},", i + 1),
+            None => format!("?OTR,{:05},{n:05},{p},", i + 1),
+        })
         .collect()
 }
 
@@ -197,16 +210,31 @@ mod tests {
     #[test]
     fn split_and_reassemble() {
         let msg = format!("?OTR:{}.", "A".repeat(1000));
-        let frags = split(&msg, 300, 0x1234, 0x5678);
-        assert!(frags.len() > 3 && frags.iter().all(|f| f.len() <= 300));
-        assert!(frags[0].starts_with("?OTR|00001234|00005678,00001,"));
-        let mut r = Reassembler::default();
-        let mut out = None;
-        for f in &frags {
-            out = r.add(&Fragment::parse(f).unwrap(), Timestamp(0)).unwrap();
+        for (tags, prefix) in
+            [(Some((0x1234, 0x5678)), "?OTR|00001234|00005678,00001,"), (None, "?OTR,00001,")]
+        {
+            let frags = split(&msg, 300, tags);
+            assert!(frags.len() > 3 && frags.iter().all(|f| f.len() <= 300));
+            assert!(frags[0].starts_with(prefix), "{}", frags[0]);
+            let mut r = Reassembler::default();
+            let mut out = None;
+            for f in &frags {
+                out = r.add(&Fragment::parse(f).unwrap(), Timestamp(0)).unwrap();
+            }
+            assert_eq!(out.as_deref(), Some(msg.as_str()));
+            assert_eq!(r.held_bytes(), 0);
         }
-        assert_eq!(out.as_deref(), Some(msg.as_str()));
-        assert_eq!(r.held_bytes(), 0);
+    }
+
+    #[test]
+    fn parses_v2_fragments() {
+        let f = Fragment::parse("?OTR,2,3,piece,").unwrap();
+        assert_eq!((f.sender, f.receiver, f.k, f.n, f.piece), (0, 0, 2, 3, "piece"));
+        assert_eq!(Fragment::parse("?OTR,00001,00001,x,").map(|f| f.piece), Ok("x"));
+        assert_eq!(Fragment::parse("?OTR,0,1,x,"), Err(FragmentError::BadNumbers));
+        assert_eq!(Fragment::parse("?OTR,1,2,x"), Err(FragmentError::Malformed));
+        assert_eq!(Fragment::parse("?OTR,1,x,"), Err(FragmentError::Malformed));
+        assert_eq!(Fragment::parse("?OTR,-1,2,x,"), Err(FragmentError::Malformed));
     }
 
     #[test]

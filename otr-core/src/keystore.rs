@@ -1033,6 +1033,7 @@ mod tests {
             fingerprint,
             ssid: crate::event::Ssid([0; 8]),
             refreshed: false,
+            version: 3,
         };
         assert_eq!(
             s.observe(&c, &secure(a)).unwrap(),

@@ -1,5 +1,6 @@
-//! What a transport message is: an encoded OTR message (`?OTR:…base64….`), a query, an OTR
-//! error, or plaintext that may carry a whitespace tag; and the 11-byte v3 header.
+//! What a transport message is: an encoded OTR message (`?OTR:…base64….`), a fragment, a
+//! query, an OTR error, or plaintext that may carry a whitespace tag; and the message header
+//! (3 bytes in version 2, 11 with the instance tags of version 3).
 
 use base64::Engine as _;
 use base64::engine::DecodePaddingMode;
@@ -8,6 +9,8 @@ use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
 use crate::instance::InstanceTag;
 use crate::wire::{Reader, WireError, Writer};
 
+/// Protocol version 2 (no instance tags).
+pub const VERSION_2: u16 = 2;
 /// Protocol version 3.
 pub const VERSION_3: u16 = 3;
 
@@ -31,7 +34,9 @@ pub const MAX_ENCODED_LEN: usize = 1 << 20;
 
 const ENCODED_PREFIX: &str = "?OTR:";
 const ERROR_PREFIX: &str = "?OTR Error:";
+/// A v3 fragment starts with this; a v2 fragment with [`FRAGMENT_PREFIX_V2`].
 const FRAGMENT_PREFIX: &str = "?OTR|";
+const FRAGMENT_PREFIX_V2: &str = "?OTR,";
 
 /// The 16-byte base whitespace tag, followed by one 8-byte tag per offered version.
 pub const WHITESPACE_BASE: &[u8; 16] = b" \t  \t\t\t\t \t \t \t  ";
@@ -63,7 +68,7 @@ pub struct Versions {
 pub enum Incoming {
     /// `?OTR:…` decoded from base64.
     Encoded(Vec<u8>),
-    /// A v3 fragment `?OTR|…`; kept whole for the reassembler.
+    /// A fragment (`?OTR|…` in v3, `?OTR,…` in v2); kept whole for the reassembler.
     Fragment(String),
     /// A query message offering these versions.
     Query(Versions),
@@ -85,7 +90,7 @@ pub enum Incoming {
 /// when it is larger than [`MAX_ENCODED_LEN`].
 pub fn classify(msg: &str) -> Result<Incoming, WireError> {
     // A fragment's piece contains "?OTR:" itself: recognise fragments first.
-    if msg.starts_with(FRAGMENT_PREFIX) {
+    if msg.starts_with(FRAGMENT_PREFIX) || msg.starts_with(FRAGMENT_PREFIX_V2) {
         return Ok(Incoming::Fragment(msg.to_owned()));
     }
     if let Some(pos) = msg.find(ENCODED_PREFIX) {
@@ -164,23 +169,45 @@ fn strip_whitespace_tag(msg: &str) -> (String, Option<Versions>) {
     (text, Some(v))
 }
 
-/// The whitespace tag offering exactly version 3 (and v2 when `v2` is set).
-pub fn whitespace_tag(v2: bool) -> String {
-    let mut s = String::from_utf8_lossy(WHITESPACE_BASE).into_owned();
-    if v2 {
-        s.push_str(&String::from_utf8_lossy(WHITESPACE_V2));
+impl Versions {
+    /// What a policy lets us offer: v2 and v3 as allowed, never v1.
+    pub fn allowed_by(policy: crate::policy::Policy) -> Self {
+        use crate::policy::Policy;
+        Self { v1: false, v2: policy.contains(Policy::ALLOW_V2), v3: policy.contains(Policy::ALLOW_V3) }
     }
-    s.push_str(&String::from_utf8_lossy(WHITESPACE_V3));
+
+    /// The highest version both `self` (what the peer offered) and `ours` allow, as libotr
+    /// chooses: 3 whenever both sides allow it, else 2, never 1.
+    pub fn best_with(self, ours: Self) -> Option<u16> {
+        if self.v3 && ours.v3 {
+            Some(VERSION_3)
+        } else if self.v2 && ours.v2 {
+            Some(VERSION_2)
+        } else {
+            None
+        }
+    }
+}
+
+/// The whitespace tag offering `v` (v2 and v3 only).
+pub fn whitespace_tag(v: Versions) -> String {
+    let mut s = String::from_utf8_lossy(WHITESPACE_BASE).into_owned();
+    for (offered, tag) in [(v.v2, WHITESPACE_V2), (v.v3, WHITESPACE_V3)] {
+        if offered {
+            s.push_str(&String::from_utf8_lossy(tag));
+        }
+    }
     s
 }
 
-/// A query message offering v3 (and v2 when `v2` is set), with an explanation for people
-/// whose client does not speak OTR. The explanation is HTML, as libotr's is.
-pub fn query_message(account: &str, v2: bool) -> String {
-    let tag = if v2 { "?OTRv23?" } else { "?OTRv3?" };
+/// A query message offering `v` (v2 and v3 only: `?OTRv23?`, `?OTRv3?` or `?OTRv2?`), with
+/// an explanation for people whose client does not speak OTR. The explanation is HTML, as
+/// libotr's is.
+pub fn query_message(account: &str, v: Versions) -> String {
+    let digits: String = [(v.v2, '2'), (v.v3, '3')].iter().filter(|(o, _)| *o).map(|(_, d)| d).collect();
     format!(
-        "{tag}\n<b>{}</b> has requested an Off-the-Record private conversation, but your client \
-         does not support it. See https://otr.cypherpunks.ca/ for more information.",
+        "?OTRv{digits}?\n<b>{}</b> has requested an Off-the-Record private conversation, but your \
+         client does not support it. See https://otr.cypherpunks.ca/ for more information.",
         html_escape(account)
     )
 }
@@ -199,16 +226,17 @@ pub fn encode_envelope(bytes: &[u8]) -> String {
     format!("{ENCODED_PREFIX}{}.", B64.encode(bytes))
 }
 
-/// The v3 header of every encoded message.
+/// The header of every encoded message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Header {
-    /// Protocol version (3).
+    /// Protocol version ([`VERSION_2`] or [`VERSION_3`]).
     pub version: u16,
     /// Message type byte (see [`kind`]).
     pub kind: u8,
-    /// The sender's instance tag.
+    /// The sender's instance tag (v3 only; 0 in v2).
     pub sender: u32,
-    /// The receiver's instance tag (0 only in a D-H Commit sent before we know it).
+    /// The receiver's instance tag (v3 only: 0 in v2, and 0 in a v3 D-H Commit sent before
+    /// we know it).
     pub receiver: u32,
 }
 
@@ -216,16 +244,19 @@ impl Header {
     /// Reads the protocol version, type and (for v3) the instance tags.
     ///
     /// # Errors
-    /// [`WireError::Truncated`], or [`WireError::Invalid`] for a version other than 3.
+    /// [`WireError::Truncated`], or [`WireError::Invalid`] for a version other than 2 or 3.
     pub fn read(r: &mut Reader<'_>) -> Result<Self, WireError> {
         let version = r.u16()?;
         let kind = r.u8()?;
-        if version != VERSION_3 {
-            return Err(WireError::Invalid("unsupported protocol version"));
+        match version {
+            VERSION_2 => Ok(Self { version, kind, sender: 0, receiver: 0 }),
+            VERSION_3 => {
+                let sender = r.u32()?;
+                let receiver = r.u32()?;
+                Ok(Self { version, kind, sender, receiver })
+            }
+            _ => Err(WireError::Invalid("unsupported protocol version")),
         }
-        let sender = r.u32()?;
-        let receiver = r.u32()?;
-        Ok(Self { version, kind, sender, receiver })
     }
 
     /// A v3 header from `sender` to `receiver` (None: not known yet, encoded as 0).
@@ -238,9 +269,17 @@ impl Header {
         }
     }
 
-    /// Writes the header.
+    /// A v2 header (no instance tags).
+    pub fn v2(kind: u8) -> Self {
+        Self { version: VERSION_2, kind, sender: 0, receiver: 0 }
+    }
+
+    /// Writes the header: version, type, and the instance tags in v3.
     pub fn write(&self, w: &mut Writer) {
-        w.u16(self.version).u8(self.kind).u32(self.sender).u32(self.receiver);
+        w.u16(self.version).u8(self.kind);
+        if self.version != VERSION_2 {
+            w.u32(self.sender).u32(self.receiver);
+        }
     }
 }
 
@@ -250,7 +289,7 @@ mod tests {
 
     #[test]
     fn classifies_queries() {
-        let q = |s| match classify(s) {
+        let q = |s: &str| match classify(s) {
             Ok(Incoming::Query(v)) => v,
             other => panic!("{other:?}"),
         };
@@ -258,12 +297,25 @@ mod tests {
         assert_eq!(q("hi ?OTRv23? there"), Versions { v1: false, v2: true, v3: true });
         assert_eq!(q("?OTR?v2?"), Versions { v1: true, v2: true, v3: false });
         assert_eq!(q("?OTR?"), Versions { v1: true, v2: false, v3: false });
-        assert_eq!(q(&query_message("a<b>", false)), Versions { v3: true, ..Default::default() });
+        let v3 = Versions { v3: true, ..Default::default() };
+        let v23 = Versions { v2: true, ..v3 };
+        let v2 = Versions { v2: true, ..Default::default() };
+        for v in [v3, v23, v2] {
+            let msg = query_message("a<b>", v);
+            assert_eq!(q(&msg), v);
+        }
+        assert!(query_message("x", v23).starts_with("?OTRv23?"));
     }
 
     #[test]
     fn strips_whitespace_tags() {
-        let msg = format!("hello{}", whitespace_tag(false));
+        let v2 = Versions { v2: true, ..Default::default() };
+        let both = Versions { v3: true, ..v2 };
+        for v in [v2, both] {
+            let msg = format!("hi{}", whitespace_tag(v));
+            assert_eq!(classify(&msg), Ok(Incoming::Plain { text: "hi".into(), tag: Some(v) }));
+        }
+        let msg = format!("hello{}", whitespace_tag(Versions { v3: true, ..Default::default() }));
         assert_eq!(
             classify(&msg),
             Ok(Incoming::Plain {
@@ -281,5 +333,25 @@ mod tests {
         assert_eq!(classify("?OTR:AAAA"), Ok(Incoming::Encoded(vec![0, 0, 0])), "final '.' optional");
         assert_eq!(classify("?OTR:A"), Err(WireError::BadBase64));
         assert_eq!(classify("?OTR Error: oops"), Ok(Incoming::Error("oops".into())));
+        assert_eq!(classify("?OTR,1,2,?OTR:AAM,"), Ok(Incoming::Fragment("?OTR,1,2,?OTR:AAM,".into())));
+    }
+
+    #[test]
+    fn headers_of_both_versions() {
+        let mut w = Writer::new();
+        Header::v2(kind::DATA).write(&mut w);
+        assert_eq!(w.as_slice(), [0, 2, 3]);
+        let h = Header::read(&mut Reader::new(&[0, 2, 3, 9])).unwrap();
+        assert_eq!(h, Header::v2(kind::DATA));
+        assert!(Header::read(&mut Reader::new(&[0, 1, 3])).is_err(), "never v1");
+        let best = |theirs: Versions, ours: Versions| theirs.best_with(ours);
+        let (v2, v3) =
+            (Versions { v2: true, ..Default::default() }, Versions { v3: true, ..Default::default() });
+        let both = Versions { v2: true, v3: true, v1: false };
+        assert_eq!(best(both, both), Some(VERSION_3));
+        assert_eq!(best(both, v2), Some(VERSION_2));
+        assert_eq!(best(v2, both), Some(VERSION_2));
+        assert_eq!(best(v2, v3), None);
+        assert_eq!(best(Versions { v1: true, ..Default::default() }, both), None);
     }
 }

@@ -7,7 +7,11 @@ use core::ops::BitOr;
 pub struct Policy(u32);
 
 impl Policy {
-    /// Speak OTR version 2 (not supported yet: see the crate docs).
+    /// Speak OTR version 2, for clients that never got v3 (profanity, python-potr, old
+    /// Pidgin). Off in the presets: v3 is chosen whenever both sides allow it, but query
+    /// messages and whitespace tags are not authenticated, so an active attacker can strip
+    /// the v3 offer and make two v3 clients that both allow v2 speak v2 (see
+    /// `Event::Secure::version`, which says which version was negotiated).
     pub const ALLOW_V2: Self = Self(0x02);
     /// Speak OTR version 3.
     pub const ALLOW_V3: Self = Self(0x04);
@@ -20,7 +24,8 @@ impl Policy {
     /// Start over (send a query) when an OTR error message is received.
     pub const ERROR_START_AKE: Self = Self(0x40);
 
-    /// Speak v3, but start nothing by ourselves.
+    /// Speak v3, but start nothing by ourselves. Add [`Policy::ALLOW_V2`] to any preset to
+    /// also talk to v2-only clients.
     pub const MANUAL: Self = Self::ALLOW_V3;
     /// Offer OTR with whitespace tags and start it whenever the peer offers it too.
     pub const OPPORTUNISTIC: Self = Self(

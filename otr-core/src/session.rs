@@ -182,6 +182,8 @@ pub struct Session {
     identity: DsaKeyPair,
     /// The AKE we started by answering a query or tag, before knowing the peer's instance.
     master: Ake,
+    /// The protocol version of the master AKE's D-H Commit.
+    master_version: u16,
     instances: Vec<Instance>,
     outgoing: VecDeque<Transmit>,
     events: VecDeque<Event>,
@@ -211,6 +213,7 @@ impl Session {
             config,
             identity,
             master: Ake::default(),
+            master_version: message::VERSION_3,
             instances: Vec::new(),
             outgoing: VecDeque::new(),
             events: VecDeque::new(),
@@ -359,9 +362,13 @@ impl Session {
     }
 
     /// Asks the peer to start a private conversation (sends an OTR query message).
+    /// Does nothing when the policy allows no version.
     pub fn start(&mut self, _now: Timestamp) {
-        let q = message::query_message(&self.config.account, false);
-        self.outgoing.push_back(Transmit { message: q });
+        let versions = Versions::allowed_by(self.config.policy);
+        if versions.v2 || versions.v3 {
+            let q = message::query_message(&self.config.account, versions);
+            self.outgoing.push_back(Transmit { message: q });
+        }
     }
 
     /// Ends the private conversation with every instance: each encrypted one is told with a
@@ -421,11 +428,12 @@ impl Session {
             return Ok(held);
         }
         let mut out = text.to_owned();
+        let versions = Versions::allowed_by(self.config.policy);
         if self.config.policy.contains(Policy::SEND_WHITESPACE_TAG)
-            && self.config.policy.contains(Policy::ALLOW_V3)
+            && (versions.v2 || versions.v3)
             && matches!(self.offer, Offer::NotSent | Offer::Sent)
         {
-            out.push_str(&message::whitespace_tag(false));
+            out.push_str(&message::whitespace_tag(versions));
             self.offer = Offer::Sent;
         }
         self.outgoing.push_back(Transmit { message: out });
@@ -472,6 +480,7 @@ impl Session {
     ///
     /// # Errors
     /// [`SendError::NotPrivate`] when there is no private conversation;
+    /// [`SendError::NeedsVersion3`] when it is a version 2 conversation;
     /// [`SendError::TooLong`] when `usedata` does not fit in a TLV.
     pub fn extra_symmetric_key(
         &mut self,
@@ -480,6 +489,9 @@ impl Session {
         usedata: &[u8],
     ) -> Result<Zeroizing<[u8; 32]>, SendError> {
         let i = self.private_index()?;
+        if self.instances[i].tag.is_v2() {
+            return Err(SendError::NeedsVersion3);
+        }
         if usedata.len() > usize::from(u16::MAX) - 4 {
             return Err(SendError::TooLong);
         }
@@ -670,13 +682,19 @@ impl Session {
         }
     }
 
+    /// The peer offered OTR (query or whitespace tag): start the AKE in the highest version
+    /// both sides allow.
     fn on_offer(&mut self, now: Timestamp, v: Versions, rng: &mut (impl CryptoRng + ?Sized)) {
-        if v.v3 && self.config.policy.contains(Policy::ALLOW_V3) {
+        if let Some(version) = v.best_with(Versions::allowed_by(self.config.policy)) {
             self.offer = Offer::Accepted;
             // A query while we think the conversation private: the peer lost its session (or
-            // refreshes it). New keys are coming either way.
+            // refreshes it). New keys are coming either way. (An offer without the version of
+            // our private instance comes from another client of the account.)
             if let Some(i) = self.best_index() {
-                self.suspect_lost_session(i, now);
+                let offered = if self.instances[i].tag.is_v2() { v.v2 } else { v.v3 };
+                if offered {
+                    self.suspect_lost_session(i, now);
+                }
             }
             let commit = self.master.start(rng);
             // This exchange supersedes every other one under way: the peer keeps only the
@@ -686,7 +704,12 @@ impl Session {
             for inst in &mut self.instances {
                 inst.ake.reset();
             }
-            self.send_encoded(Header::v3(commit.kind, self.config.instance_tag, None), &commit.body);
+            self.master_version = version;
+            let header = match version {
+                message::VERSION_2 => Header::v2(commit.kind),
+                _ => Header::v3(commit.kind, self.config.instance_tag, None),
+            };
+            self.send_encoded(header, &commit.body);
         }
     }
 
@@ -722,20 +745,31 @@ impl Session {
         bytes: &[u8],
         rng: &mut (impl CryptoRng + ?Sized),
     ) -> Result<(), ReceiveError> {
-        let mut r = Reader::new(bytes);
-        let version = r.u16()?;
-        if version != message::VERSION_3 || !self.config.policy.contains(Policy::ALLOW_V3) {
+        let version = Reader::new(bytes).u16()?;
+        let allowed = match version {
+            message::VERSION_2 => Policy::ALLOW_V2,
+            message::VERSION_3 => Policy::ALLOW_V3,
+            _ => return Err(ReceiveError::UnsupportedVersion(version)),
+        };
+        if !self.config.policy.contains(allowed) {
             return Err(ReceiveError::UnsupportedVersion(version));
         }
         let mut r = Reader::new(bytes);
         let header = Header::read(&mut r)?;
-        let sender =
-            InstanceTag::new(header.sender).ok_or(WireError::Invalid("sender instance tag below 0x100"))?;
-        let ours = self.config.instance_tag.get();
-        let addressed = header.receiver == ours || (header.kind == kind::DH_COMMIT && header.receiver == 0);
-        if !addressed {
-            return Err(ReceiveError::OtherInstance);
-        }
+        let sender = if version == message::VERSION_2 {
+            // Version 2 has no instance tags: one conversation per remote account.
+            InstanceTag::V2
+        } else {
+            let sender = InstanceTag::new(header.sender)
+                .ok_or(WireError::Invalid("sender instance tag below 0x100"))?;
+            let ours = self.config.instance_tag.get();
+            let addressed =
+                header.receiver == ours || (header.kind == kind::DH_COMMIT && header.receiver == 0);
+            if !addressed {
+                return Err(ReceiveError::OtherInstance);
+            }
+            sender
+        };
         let i = self.instance_index(sender, now);
         self.touch(i);
         match header.kind {
@@ -776,8 +810,16 @@ impl Session {
         // A D-H Key answering the commit we sent before we knew this instance (and a commit
         // crossing it) continue from that commit's state, when this instance has no exchange
         // of its own (a repeated D-H Key must meet the state it created: same Reveal Signature).
-        let continues_master =
-            matches!(msg_kind, kind::DH_KEY | kind::DH_COMMIT) && inst.ake.phase() == AkePhase::None;
+        //
+        // In v2, a D-H Key that reaches the instance after it yielded to the peer's crossing
+        // commit answers our commit all the same: libotr's master context (where every v2
+        // exchange runs) always yields to a crossing commit, so without this both sides would
+        // wait for a Reveal Signature forever. We continue as the initiator; libotr ignores our
+        // D-H Key. (Not in v3: there libotr resolves the crossing by the spec's comparison.)
+        let yielded =
+            msg_kind == kind::DH_KEY && inst.tag.is_v2() && inst.ake.phase() == AkePhase::AwaitingRevealSig;
+        let fresh = matches!(msg_kind, kind::DH_KEY | kind::DH_COMMIT) && inst.ake.phase() == AkePhase::None;
+        let continues_master = (fresh || yielded) && self.master_version == version_of(inst.tag);
         if continues_master {
             if let Some(copy) = self.master.clone_awaiting_dh_key() {
                 inst.ake = copy;
@@ -793,7 +835,7 @@ impl Session {
         let inst = &mut self.instances[i];
         let tag = inst.tag;
         if let Some(reply) = step.reply {
-            self.send_encoded(Header::v3(reply.kind, self.config.instance_tag, Some(tag)), &reply.body);
+            self.send_encoded(self.header_to(tag, reply.kind), &reply.body);
         }
         if let Some(est) = step.established {
             self.go_secure(i, now, est, rng);
@@ -810,7 +852,8 @@ impl Session {
         let fingerprint = est.their_key.fingerprint();
         let keys = KeyWindow::after_ake(est.our_dh, est.their_dh, est.their_keyid, rng);
         inst.state = MsgState::Encrypted(Box::new(Private::new(keys, ssid, est.their_key)));
-        self.events.push_back(Event::Secure { instance: inst.tag, fingerprint, ssid, refreshed });
+        let version = version_of(inst.tag);
+        self.events.push_back(Event::Secure { instance: inst.tag, fingerprint, ssid, refreshed, version });
         self.collect_traces(i);
         self.instances[i].resync_since = None;
         self.flush_held(i, now);
@@ -864,7 +907,8 @@ impl Session {
                     self.events.push_back(Event::RemoteEnded { instance: tag });
                     break;
                 }
-                tlv::kind::EXTRA_SYMMETRIC_KEY if t.value.len() >= 4 => {
+                // The extra symmetric key is a version 3 feature (libotr does not check).
+                tlv::kind::EXTRA_SYMMETRIC_KEY if t.value.len() >= 4 && !tag.is_v2() => {
                     let use_ = u32::from_be_bytes([t.value[0], t.value[1], t.value[2], t.value[3]]);
                     let usedata = t.value[4..].to_vec();
                     self.events.push_back(Event::ExtraSymmetricKey {
@@ -945,25 +989,34 @@ impl Session {
         flags: u8,
         plaintext: &[u8],
     ) -> Zeroizing<[u8; 32]> {
-        let header = Header::v3(kind::DATA, self.config.instance_tag, Some(tag));
+        let header = self.header_to(tag, kind::DATA);
         let (bytes, extra) = data::seal(header, flags, &mut p.keys, plaintext);
-        self.push_encoded(&bytes, Some(tag));
+        self.push_encoded(&bytes, &header);
         extra
+    }
+
+    /// The header of a message of type `msg_kind` to remote instance `tag` (in its version).
+    fn header_to(&self, tag: InstanceTag, msg_kind: u8) -> Header {
+        if tag.is_v2() {
+            Header::v2(msg_kind)
+        } else {
+            Header::v3(msg_kind, self.config.instance_tag, Some(tag))
+        }
     }
 
     fn send_encoded(&mut self, header: Header, body: &[u8]) {
         let mut w = crate::wire::Writer::new();
         header.write(&mut w);
         w.raw(body);
-        self.push_encoded(w.as_slice(), InstanceTag::new(header.receiver));
+        self.push_encoded(w.as_slice(), &header);
     }
 
-    /// Queues an encoded message, split into fragments if it exceeds the size limit.
-    fn push_encoded(&mut self, bytes: &[u8], receiver: Option<InstanceTag>) {
+    /// Queues an encoded message, split into fragments (of `header`'s version) if it exceeds
+    /// the size limit.
+    fn push_encoded(&mut self, bytes: &[u8], header: &Header) {
         let whole = message::encode_envelope(bytes);
-        let receiver = receiver.map_or(0, InstanceTag::get);
-        let max = self.config.max_message_size;
-        for piece in fragment::split(&whole, max, self.config.instance_tag.get(), receiver) {
+        let tags = (header.version == message::VERSION_3).then_some((header.sender, header.receiver));
+        for piece in fragment::split(&whole, self.config.max_message_size, tags) {
             self.outgoing.push_back(Transmit { message: piece });
         }
     }
@@ -989,4 +1042,9 @@ impl Session {
     fn best(&self) -> Option<&Instance> {
         self.best_index().map(|i| &self.instances[i])
     }
+}
+
+/// The protocol version spoken with remote instance `tag`.
+fn version_of(tag: InstanceTag) -> u16 {
+    if tag.is_v2() { message::VERSION_2 } else { message::VERSION_3 }
 }

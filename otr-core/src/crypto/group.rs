@@ -7,7 +7,7 @@
 use std::sync::OnceLock;
 
 use crypto_bigint::modular::{BoxedMontyForm, BoxedMontyParams};
-use crypto_bigint::{BoxedUint, NonZero, Odd, Resize};
+use crypto_bigint::{BoxedUint, Choice, CtAssign, MontyForm, MontyMultiplier, NonZero, Odd, Resize};
 use rand_core::CryptoRng;
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
@@ -21,6 +21,65 @@ pub const MODULUS_BYTES: usize = 192;
 
 const P_HEX: &str = "FFFFFFFFFFFFFFFFC90FDAA22168C234C4C6628B80DC1CD129024E088A67CC74020BBEA63B139B22514A08798E3404DDEF9519B3CD3A431B302B0A6DF25F14374FE1356D6D51C245E485B576625E7EC6F44C42E9A637ED6B0BFF5CB6F406B7EDEE386BFB5A899FA5AE9F24117C4B1FE649286651ECE45B3DC2007CB8A163BF0598DA48361C55D39A69163FA8FD24CF5F83655D23DCA3AD961C62F356208552BB9ED529077096966D670C354E4ABC9804F1746C08CA237327FFFFFFFFFFFFFFFF";
 
+/// Exponent bound of the smaller generator comb: DH secrets (320 bits) and hash challenges.
+const DH_COMB_BITS: u32 = 320;
+/// Teeth of a comb: a table of 2^TEETH powers of g (12 KiB at 1536 bits).
+const COMB_TEETH: u32 = 6;
+
+/// A Lim–Lee fixed-base comb for g: with the exponent's bits arranged in [`COMB_TEETH`] rows
+/// of `spacing` bits, g^e costs `spacing` squarings and multiplications (instead of one
+/// squaring per exponent bit plus a multiplication per 4 bits). Each step picks its table
+/// entry by reading every entry and keeping one with a constant-time select, so neither the
+/// memory accesses nor the branches depend on the exponent.
+struct Comb {
+    spacing: u32,
+    /// `table[j]` = product of g^(2^(i * spacing)) over the bits i set in j.
+    table: Vec<BoxedMontyForm>,
+}
+
+impl Comb {
+    fn new(g: &BoxedMontyForm, bits: u32) -> Self {
+        let spacing = bits.div_ceil(COMB_TEETH);
+        let mut rows = Vec::with_capacity(COMB_TEETH as usize);
+        let mut b = g.clone();
+        for _ in 0..COMB_TEETH {
+            let next = (0..spacing).fold(b.clone(), |x, _| x.square());
+            rows.push(core::mem::replace(&mut b, next));
+        }
+        let mut table = vec![BoxedMontyForm::one(g.params())];
+        for row in &rows {
+            let upper: Vec<_> = table.iter().map(|t| t.mul(row)).collect();
+            table.extend(upper);
+        }
+        Self { spacing, table }
+    }
+
+    /// g^e for an `e` of at most `COMB_TEETH * spacing` bits.
+    fn pow(&self, e: &BoxedUint) -> BoxedMontyForm {
+        let words = e.as_words();
+        let bit = |i: u32| -> u32 {
+            let w = words.get((i / 64) as usize).copied().unwrap_or(0);
+            ((w >> (i % 64)) & 1) as u32
+        };
+        let params = self.table[0].params();
+        let mut mul = <BoxedMontyForm as MontyForm>::Multiplier::from(params);
+        let mut acc = BoxedMontyForm::one(params);
+        let mut entry = acc.clone();
+        for k in (0..self.spacing).rev() {
+            mul.square_assign(&mut acc);
+            let idx = (0..COMB_TEETH).fold(0, |j, i| j | (bit(i * self.spacing + k) << i));
+            let picked = entry.as_montgomery_mut();
+            picked.as_words_mut().fill(0);
+            for (j, t) in (0u32..).zip(&self.table) {
+                picked.ct_assign(t.as_montgomery(), Choice::from_u32_eq(j, idx));
+            }
+            mul.mul_assign(&mut acc, &entry);
+        }
+        entry.as_montgomery_mut().zeroize();
+        acc
+    }
+}
+
 struct Consts {
     p: Odd<BoxedUint>,
     p_minus_1: BoxedUint,
@@ -29,6 +88,8 @@ struct Consts {
     q: NonZero<BoxedUint>,
     params: BoxedMontyParams,
     g: BoxedMontyForm,
+    comb_dh: OnceLock<Comb>,
+    comb_full: OnceLock<Comb>,
 }
 
 fn consts() -> &'static Consts {
@@ -46,7 +107,8 @@ fn consts() -> &'static Consts {
         let two = BoxedUint::from_be_slice(&[2], MODULUS_BITS).expect("fits");
         let g = BoxedMontyForm::new(two.clone(), &params);
         let p_minus_1_bytes = p_minus_1.to_be_bytes();
-        Consts { p, p_minus_1, p_minus_1_bytes, two, q, params, g }
+        let (comb_dh, comb_full) = (OnceLock::new(), OnceLock::new());
+        Consts { p, p_minus_1, p_minus_1_bytes, two, q, params, g, comb_dh, comb_full }
     })
 }
 
@@ -164,10 +226,22 @@ impl Element {
         Ok(Self { value })
     }
 
-    /// g^e.
+    /// g^e, with a precomputed comb for the exponent sizes OTR uses (DH keys, SMP), else
+    /// the generic exponentiation. Both are constant-time in the value of `e`.
     pub fn generator_pow(e: &Exponent) -> Self {
-        let v = consts().g.pow_bounded_exp(&e.value, e.bits).retrieve();
-        Self { value: v }
+        let c = consts();
+        let comb = if e.bits <= DH_COMB_BITS {
+            Some(c.comb_dh.get_or_init(|| Comb::new(&c.g, DH_COMB_BITS)))
+        } else if e.bits <= MODULUS_BITS {
+            Some(c.comb_full.get_or_init(|| Comb::new(&c.g, MODULUS_BITS)))
+        } else {
+            None
+        };
+        let v = match comb {
+            Some(comb) => comb.pow(&e.value),
+            None => c.g.pow_bounded_exp(&e.value, e.bits),
+        };
+        Self { value: v.retrieve() }
     }
 
     /// self^e (a shared secret when e is ours and self is theirs).
@@ -295,6 +369,24 @@ mod tests {
         assert!(Exponent::from_be_bytes_nonzero_below_q(&[]).is_none());
         assert!(Exponent::from_be_bytes_nonzero_below_q(&order().to_be_bytes()).is_none());
         assert!(Exponent::from_be_bytes_nonzero_below_q(&[1]).is_some());
+    }
+
+    #[test]
+    fn generator_comb_matches_plain_exponentiation() {
+        let mut rng = ChaCha20Rng::seed_from_u64(4);
+        let g = &consts().g;
+        let mut exps: Vec<Exponent> = [8, 160, 256, 320, 328, 1024, 1536]
+            .into_iter()
+            .map(|bits| Exponent::random(bits, &mut rng))
+            .collect();
+        exps.push(Exponent::from_be_bytes(&[0xff; 40]));
+        exps.push(Exponent::from_be_bytes(&[0; 40]));
+        exps.push(Exponent::from_be_bytes(&[0xff; 192]));
+        exps.push(Exponent::from_be_bytes(&[0x80; 200]));
+        for e in exps {
+            let plain = g.pow_bounded_exp(&e.value, e.bits).retrieve();
+            assert_eq!(Element::generator_pow(&e).value, plain, "{} bits", e.bits);
+        }
     }
 
     #[test]

@@ -1,12 +1,15 @@
 //! Live interop: our `Session` against a real libotr 4.1.1 endpoint in the same process, in
 //! both directions. Our side uses a seeded RNG and a fake clock; libotr uses its own.
+//!
+//! Most scenarios run twice: in OTR version 3, and in version 2 against a libotr that allows
+//! only v2 (our side allows both, so the negotiation is tested as well).
 
 #![allow(clippy::unwrap_used)]
 
 use otr::{
     DsaKeyPair, Event, InstanceTag, Policy, ReceiveError, SendError, Sent, Session, SessionConfig, Timestamp,
 };
-use otr_libotr_harness::{LibotrPeer, Output, PeerEvent, PeerPolicy};
+use otr_libotr_harness::{LibotrPeer, Output, POLICY_ALLOW_V3, PeerEvent, PeerPolicy};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 
@@ -15,8 +18,69 @@ fn our_key() -> DsaKeyPair {
     KEY.get_or_init(|| DsaKeyPair::generate(&mut ChaCha20Rng::seed_from_u64(4242))).clone()
 }
 
+/// The protocol version a scenario runs in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Proto {
+    /// Both sides allow v3 only.
+    V3,
+    /// libotr allows v2 only; we allow v2 and v3.
+    V2,
+}
+
+impl Proto {
+    fn version(self) -> u16 {
+        match self {
+            Proto::V3 => 3,
+            Proto::V2 => 2,
+        }
+    }
+
+    fn ours(self, policy: Policy) -> Policy {
+        match self {
+            Proto::V3 => policy,
+            Proto::V2 => policy | Policy::ALLOW_V2,
+        }
+    }
+
+    /// A libotr endpoint "bob" with `policy`, in this version.
+    fn libotr(self, policy: PeerPolicy, mms: usize, keyfile: Option<&std::path::Path>) -> LibotrPeer {
+        let policy = match self {
+            Proto::V3 => policy,
+            Proto::V2 => PeerPolicy::Raw(policy.bits(true) & !POLICY_ALLOW_V3),
+        };
+        LibotrPeer::new("bob", "alice", policy, false, mms, keyfile).expect("libotr endpoint")
+    }
+}
+
+/// Defines `#[test] fn <name>_v3` and `<name>_v2`, each calling `name(Proto::…)`.
+macro_rules! in_both_versions {
+    ($($name:ident),* $(,)?) => {
+        mod v3 { $( #[test] fn $name() { super::$name(super::Proto::V3) } )* }
+        mod v2 { $( #[test] fn $name() { super::$name(super::Proto::V2) } )* }
+    };
+}
+
+in_both_versions!(
+    ake_initiated_by_us_and_by_libotr,
+    two_hundred_messages_alternating_and_in_bursts,
+    libotr_ends_we_finish_and_refuse_to_send,
+    we_end_and_libotr_sees_it,
+    whitespace_tag_starts_the_ake_either_way,
+    require_encryption_never_lets_plaintext_out,
+    fragmented_at_300_bytes_both_ways,
+    smp_started_by_us_with_and_without_question,
+    smp_started_by_libotr_with_and_without_question,
+    smp_aborts_are_seen_and_a_second_run_succeeds,
+    ake_smp_and_large_messages_fragmented_at_300_both_ways,
+    our_heartbeat_is_accepted_silently_by_libotr,
+    simultaneous_queries_resolve_to_one_private_conversation,
+    a_duplicate_from_libotr_is_dropped_silently_and_reordering_tolerated,
+    libotr_restarted_loses_its_session_and_one_re_ake_brings_it_back,
+);
+
 /// Our session ("alice") and a libotr endpoint ("bob"), with everything each side saw.
 struct Duo {
+    proto: Proto,
     ours: Session,
     lib: LibotrPeer,
     rng: ChaCha20Rng,
@@ -29,12 +93,13 @@ struct Duo {
 }
 
 impl Duo {
-    fn new(ours: Policy, lib: PeerPolicy, mms: usize) -> Self {
+    fn new(proto: Proto, ours: Policy, lib: PeerPolicy, mms: usize) -> Self {
         let mut rng = ChaCha20Rng::seed_from_u64(7);
-        let mut config = SessionConfig::new("alice", ours, InstanceTag::random(&mut rng));
+        let mut config = SessionConfig::new("alice", proto.ours(ours), InstanceTag::random(&mut rng));
         config.max_message_size = mms;
-        let lib = LibotrPeer::new("bob", "alice", lib, false, mms, None).expect("libotr endpoint");
+        let lib = proto.libotr(lib, mms, None);
         Self {
+            proto,
             ours: Session::new(config, our_key()),
             lib,
             rng,
@@ -84,7 +149,11 @@ impl Duo {
 
     fn our_secure(&self) -> Option<(String, String)> {
         self.our_events.iter().rev().find_map(|e| match e {
-            Event::Secure { fingerprint, ssid, .. } => Some((fingerprint.to_string(), ssid.to_string())),
+            Event::Secure { fingerprint, ssid, version, instance, .. } => {
+                assert_eq!(*version, self.proto.version(), "the version negotiated");
+                assert_eq!(instance.is_v2(), self.proto == Proto::V2, "v2 has no instance tags");
+                Some((fingerprint.to_string(), ssid.to_string()))
+            }
             _ => None,
         })
     }
@@ -167,20 +236,18 @@ fn sized(i: usize, bytes: usize) -> String {
     s
 }
 
-#[test]
-fn ake_initiated_by_us_and_by_libotr() {
+fn ake_initiated_by_us_and_by_libotr(proto: Proto) {
     for us in [true, false] {
-        let mut d = Duo::new(Policy::MANUAL, PeerPolicy::Manual, 0);
+        let mut d = Duo::new(proto, Policy::MANUAL, PeerPolicy::Manual, 0);
         d.secure_by(us);
         assert!(d.our_errors.is_empty(), "{:?}", d.our_errors);
         assert!(!d.lib_events.iter().any(|e| matches!(e, PeerEvent::Error(_))), "{:?}", d.lib_events);
     }
 }
 
-#[test]
-fn two_hundred_messages_alternating_and_in_bursts() {
+fn two_hundred_messages_alternating_and_in_bursts(proto: Proto) {
     for us_first in [true, false] {
-        let mut d = Duo::new(Policy::MANUAL, PeerPolicy::Manual, 0);
+        let mut d = Duo::new(proto, Policy::MANUAL, PeerPolicy::Manual, 0);
         d.secure_by(us_first);
         let (mut to_lib, mut to_us) = (vec![], vec![]);
         for i in 0..200 {
@@ -216,9 +283,8 @@ fn two_hundred_messages_alternating_and_in_bursts() {
     }
 }
 
-#[test]
-fn libotr_ends_we_finish_and_refuse_to_send() {
-    let mut d = Duo::new(Policy::MANUAL, PeerPolicy::Manual, 0);
+fn libotr_ends_we_finish_and_refuse_to_send(proto: Proto) {
+    let mut d = Duo::new(proto, Policy::MANUAL, PeerPolicy::Manual, 0);
     let first = d.secure_by(true);
     d.lib.end();
     d.drive();
@@ -237,9 +303,8 @@ fn libotr_ends_we_finish_and_refuse_to_send() {
     assert_eq!(d.lib_texts().last(), Some(&("again".to_string(), true)));
 }
 
-#[test]
-fn we_end_and_libotr_sees_it() {
-    let mut d = Duo::new(Policy::MANUAL, PeerPolicy::Manual, 0);
+fn we_end_and_libotr_sees_it(proto: Proto) {
+    let mut d = Duo::new(proto, Policy::MANUAL, PeerPolicy::Manual, 0);
     let first = d.secure_by(false);
     d.ours.end(d.now);
     d.drive();
@@ -250,16 +315,15 @@ fn we_end_and_libotr_sees_it() {
     assert_ne!(first, second);
 }
 
-#[test]
-fn whitespace_tag_starts_the_ake_either_way() {
+fn whitespace_tag_starts_the_ake_either_way(proto: Proto) {
     // We tag, libotr starts the AKE.
-    let mut d = Duo::new(Policy::OPPORTUNISTIC, PeerPolicy::Opportunistic, 0);
+    let mut d = Duo::new(proto, Policy::OPPORTUNISTIC, PeerPolicy::Opportunistic, 0);
     assert_eq!(d.our_send("hi bob"), Ok(Sent::Plaintext));
     d.drive();
     assert_eq!(d.lib_texts(), vec![("hi bob".to_string(), false)]);
     d.assert_secure();
     // libotr tags, we start the AKE.
-    let mut d = Duo::new(Policy::OPPORTUNISTIC, PeerPolicy::Opportunistic, 0);
+    let mut d = Duo::new(proto, Policy::OPPORTUNISTIC, PeerPolicy::Opportunistic, 0);
     d.lib.send("hi alice");
     d.drive();
     assert_eq!(d.our_texts(), vec![("hi alice".to_string(), false)]);
@@ -269,17 +333,16 @@ fn whitespace_tag_starts_the_ake_either_way() {
     assert_eq!(d.lib_texts().last(), Some(&("now private".to_string(), true)));
 }
 
-#[test]
-fn require_encryption_never_lets_plaintext_out() {
+fn require_encryption_never_lets_plaintext_out(proto: Proto) {
     // Our side requires encryption.
-    let mut d = Duo::new(Policy::ALWAYS, PeerPolicy::Opportunistic, 0);
+    let mut d = Duo::new(proto, Policy::ALWAYS, PeerPolicy::Opportunistic, 0);
     assert_eq!(d.our_send("very secret"), Ok(Sent::Held));
     d.drive();
     assert!(d.wire.iter().all(|(_, m)| !m.contains("very secret")));
     d.assert_secure();
     assert_eq!(d.lib_texts(), vec![("very secret".to_string(), true)]);
     // libotr requires encryption: its send is refused, it queries, then sends it encrypted.
-    let mut d = Duo::new(Policy::MANUAL, PeerPolicy::Always, 0);
+    let mut d = Duo::new(proto, Policy::MANUAL, PeerPolicy::Always, 0);
     d.lib.send("libotr secret");
     d.drive();
     assert!(d.wire.iter().all(|(_, m)| !m.contains("libotr secret")));
@@ -289,7 +352,7 @@ fn require_encryption_never_lets_plaintext_out() {
 
 #[test]
 fn extra_symmetric_keys_agree() {
-    let mut d = Duo::new(Policy::MANUAL, PeerPolicy::Manual, 0);
+    let mut d = Duo::new(Proto::V3, Policy::MANUAL, PeerPolicy::Manual, 0);
     d.secure_by(true);
     let key = d.ours.extra_symmetric_key(d.now, 7, b"file.txt").unwrap();
     d.drive();
@@ -310,9 +373,8 @@ fn extra_symmetric_keys_agree() {
     assert_eq!(ours, lib_key);
 }
 
-#[test]
-fn fragmented_at_300_bytes_both_ways() {
-    let mut d = Duo::new(Policy::MANUAL, PeerPolicy::Manual, 300);
+fn fragmented_at_300_bytes_both_ways(proto: Proto) {
+    let mut d = Duo::new(proto, Policy::MANUAL, PeerPolicy::Manual, 300);
     d.secure_by(true);
     assert!(d.wire.iter().all(|(_, m)| m.len() <= 300), "every transport message fits");
     let mut expect_lib = vec![];
@@ -328,7 +390,7 @@ fn fragmented_at_300_bytes_both_ways() {
     assert!(d.wire.iter().all(|(_, m)| m.len() <= 300), "every transport message fits");
     assert_eq!(d.lib_texts(), expect_lib);
     assert_eq!(d.our_texts(), expect_us);
-    let mut d = Duo::new(Policy::MANUAL, PeerPolicy::Manual, 300);
+    let mut d = Duo::new(proto, Policy::MANUAL, PeerPolicy::Manual, 300);
     d.secure_by(false);
     d.our_send("after libotr-initiated fragmented AKE").unwrap();
     d.drive();
@@ -337,7 +399,7 @@ fn fragmented_at_300_bytes_both_ways() {
 
 #[test]
 fn unreadable_garbage_does_not_break_the_session() {
-    let mut d = Duo::new(Policy::MANUAL, PeerPolicy::Manual, 0);
+    let mut d = Duo::new(Proto::V3, Policy::MANUAL, PeerPolicy::Manual, 0);
     d.secure_by(true);
     for junk in ["?OTR:AAMDAAAAAA==.", "?OTR|00000100|00000100,00001,00002,abc,", "?OTR:!!!."] {
         assert!(d.ours.receive(d.now, junk, &mut d.rng).is_err());
@@ -380,11 +442,10 @@ impl Duo {
     }
 }
 
-#[test]
-fn smp_started_by_us_with_and_without_question() {
+fn smp_started_by_us_with_and_without_question(proto: Proto) {
     for question in [None, Some("¿Dónde nos conocimos? 在哪里")] {
         for (ours, theirs, outcome) in [("s3cret", "s3cret", "success"), ("s3cret", "other", "failure")] {
-            let mut d = Duo::new(Policy::MANUAL, PeerPolicy::Manual, 0);
+            let mut d = Duo::new(proto, Policy::MANUAL, PeerPolicy::Manual, 0);
             d.secure_by(true);
             d.ours.smp_start(d.now, question, ours.as_bytes(), &mut d.rng).unwrap();
             d.drive();
@@ -412,11 +473,10 @@ fn smp_started_by_us_with_and_without_question() {
     }
 }
 
-#[test]
-fn smp_started_by_libotr_with_and_without_question() {
+fn smp_started_by_libotr_with_and_without_question(proto: Proto) {
     for question in [None, Some("favourite 🍕?")] {
         for (theirs, ours, outcome) in [("pizza", "pizza", "success"), ("pizza", "pasta", "failure")] {
-            let mut d = Duo::new(Policy::MANUAL, PeerPolicy::Manual, 0);
+            let mut d = Duo::new(proto, Policy::MANUAL, PeerPolicy::Manual, 0);
             d.secure_by(false);
             d.lib.smp(question, theirs.as_bytes());
             d.drive();
@@ -433,9 +493,8 @@ fn smp_started_by_libotr_with_and_without_question() {
     }
 }
 
-#[test]
-fn smp_aborts_are_seen_and_a_second_run_succeeds() {
-    let mut d = Duo::new(Policy::MANUAL, PeerPolicy::Manual, 0);
+fn smp_aborts_are_seen_and_a_second_run_succeeds(proto: Proto) {
+    let mut d = Duo::new(proto, Policy::MANUAL, PeerPolicy::Manual, 0);
     d.secure_by(true);
     // We abort after libotr's request arrives.
     d.ours.smp_start(d.now, None, b"x", &mut d.rng).unwrap();
@@ -470,10 +529,9 @@ fn smp_aborts_are_seen_and_a_second_run_succeeds() {
     assert_eq!(d.lib_texts().last(), Some(&("after smp".to_string(), true)));
 }
 
-#[test]
-fn ake_smp_and_large_messages_fragmented_at_300_both_ways() {
+fn ake_smp_and_large_messages_fragmented_at_300_both_ways(proto: Proto) {
     for us in [true, false] {
-        let mut d = Duo::new(Policy::MANUAL, PeerPolicy::Manual, 300);
+        let mut d = Duo::new(proto, Policy::MANUAL, PeerPolicy::Manual, 300);
         d.secure_by(us);
         if us {
             d.ours.smp_start(d.now, Some("q?"), b"frag", &mut d.rng).unwrap();
@@ -594,9 +652,8 @@ fn two_libotr_instances_of_one_account_keep_separate_conversations() {
     assert!(lib_events[1].contains(&PeerEvent::Msg { encrypted: true, text: b"default".to_vec() }));
 }
 
-#[test]
-fn our_heartbeat_is_accepted_silently_by_libotr() {
-    let mut d = Duo::new(Policy::MANUAL, PeerPolicy::Manual, 0);
+fn our_heartbeat_is_accepted_silently_by_libotr(proto: Proto) {
+    let mut d = Duo::new(proto, Policy::MANUAL, PeerPolicy::Manual, 0);
     d.secure_by(true);
     d.lib.send("hello");
     d.drive();
@@ -616,10 +673,9 @@ fn our_heartbeat_is_accepted_silently_by_libotr() {
     assert_eq!(d.our_texts().last(), Some(&("still talking".to_string(), true)));
 }
 
-#[test]
-fn simultaneous_queries_resolve_to_one_private_conversation() {
+fn simultaneous_queries_resolve_to_one_private_conversation(proto: Proto) {
     for _ in 0..4 {
-        let mut d = Duo::new(Policy::MANUAL, PeerPolicy::Manual, 0);
+        let mut d = Duo::new(proto, Policy::MANUAL, PeerPolicy::Manual, 0);
         // Both ask at once: the queries cross, so do the D-H Commits.
         d.ours.start(d.now);
         d.lib.query();
@@ -644,9 +700,8 @@ fn simultaneous_queries_resolve_to_one_private_conversation() {
     }
 }
 
-#[test]
-fn a_duplicate_from_libotr_is_dropped_silently_and_reordering_tolerated() {
-    let mut d = Duo::new(Policy::MANUAL, PeerPolicy::Manual, 0);
+fn a_duplicate_from_libotr_is_dropped_silently_and_reordering_tolerated(proto: Proto) {
+    let mut d = Duo::new(proto, Policy::MANUAL, PeerPolicy::Manual, 0);
     d.secure_by(true);
     d.lib.send("first");
     d.lib.send("second");
@@ -665,16 +720,15 @@ fn a_duplicate_from_libotr_is_dropped_silently_and_reordering_tolerated() {
     assert!(d.wire.iter().all(|(ours, m)| !(*ours && m.starts_with("?OTR Error"))), "no error replies");
 }
 
-#[test]
-fn libotr_restarted_loses_its_session_and_one_re_ake_brings_it_back() {
-    let dir = std::env::temp_dir().join(format!("otr-restart-{}", std::process::id()));
+fn libotr_restarted_loses_its_session_and_one_re_ake_brings_it_back(proto: Proto) {
+    let dir = std::env::temp_dir().join(format!("otr-restart-{}-{proto:?}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let key = dir.join("bob.key");
-    let mut d = Duo::new(Policy::OPPORTUNISTIC, PeerPolicy::Opportunistic, 0);
-    d.lib = LibotrPeer::new("bob", "alice", PeerPolicy::Opportunistic, false, 0, Some(&key)).unwrap();
+    let mut d = Duo::new(proto, Policy::OPPORTUNISTIC, PeerPolicy::Opportunistic, 0);
+    d.lib = proto.libotr(PeerPolicy::Opportunistic, 0, Some(&key));
     d.secure_by(true);
     // Bob's client restarts: same key, no session.
-    d.lib = LibotrPeer::new("bob", "alice", PeerPolicy::Opportunistic, false, 0, Some(&key)).unwrap();
+    d.lib = proto.libotr(PeerPolicy::Opportunistic, 0, Some(&key));
     d.lib_events.clear();
     d.our_send("did you get this?").unwrap();
     d.our_send("and this?").unwrap();
@@ -700,4 +754,149 @@ fn libotr_restarted_loses_its_session_and_one_re_ake_brings_it_back() {
     let errors_sent_by_us = d.wire.iter().filter(|(ours, m)| *ours && m.starts_with("?OTR Error")).count();
     assert!(errors_sent_by_us <= 1, "we never bounce errors back");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn v3_is_chosen_when_libotr_allows_both_and_v2_when_we_allow_only_v2() {
+    // Both sides allow v2 and v3: v3, whoever starts.
+    for us in [true, false] {
+        let mut d = Duo::new(Proto::V3, Policy::MANUAL | Policy::ALLOW_V2, PeerPolicy::Manual, 0);
+        d.lib = LibotrPeer::new("bob", "alice", PeerPolicy::Manual, true, 0, None).unwrap();
+        d.secure_by(us);
+    }
+    // We allow only v2, libotr both: v2.
+    for us in [true, false] {
+        let v2_only = Policy::from_bits(Policy::ALLOW_V2.bits());
+        let mut d = Duo::new(Proto::V2, v2_only, PeerPolicy::Manual, 0);
+        d.lib = LibotrPeer::new("bob", "alice", PeerPolicy::Manual, true, 0, None).unwrap();
+        d.secure_by(us);
+        assert!(d.wire.iter().all(|(ours, m)| !*ours || !m.contains("?OTRv23?")), "we offer v2 only");
+        d.our_send("v2 it is").unwrap();
+        d.drive();
+        assert_eq!(d.lib_texts(), vec![("v2 it is".to_string(), true)]);
+    }
+}
+
+#[test]
+fn the_extra_symmetric_key_is_refused_in_v2() {
+    let mut d = Duo::new(Proto::V2, Policy::MANUAL, PeerPolicy::Manual, 0);
+    d.secure_by(true);
+    assert_eq!(d.ours.extra_symmetric_key(d.now, 1, b""), Err(SendError::NeedsVersion3));
+    assert!(d.ours.poll_transmit().is_none(), "nothing sent");
+    // libotr does not check the version; we follow the spec and ignore its v2 symkey TLV.
+    d.lib.symkey(1, b"x");
+    d.drive();
+    assert!(!d.our_events.iter().any(|e| matches!(e, Event::ExtraSymmetricKey { .. })));
+    d.lib.send("still fine");
+    d.drive();
+    assert_eq!(d.our_texts(), vec![("still fine".to_string(), true)]);
+}
+
+#[test]
+fn hostile_v2_input_does_not_break_a_v2_session() {
+    let mut d = Duo::new(Proto::V2, Policy::MANUAL, PeerPolicy::Manual, 0);
+    d.secure_by(true);
+    let junk = [
+        "?OTR:AAID.",                       // v2 data message, truncated after the type
+        "?OTR:AAIDAQAAAAEAAAAB.",           // v2 data, truncated in the keyids
+        "?OTR:AAIK.",                       // v2 D-H Key without a body
+        "?OTR:AAIC/////w==.",               // v2 D-H Commit with an absurd length
+        "?OTR:AAEC.",                       // version 1: never spoken
+        "?OTR,1,2,?OTR:AAID,",              // the first half of a v2 fragment...
+        "?OTR,3,2,x,",                      // ...and a piece out of range
+        "?OTR,00001,00001,?OTR:AAIDAA==.,", // a whole v2 message in one fragment, truncated
+        "?OTR,65535,65535,x,",
+    ];
+    for m in junk {
+        let _ = d.ours.receive(d.now, m, &mut d.rng);
+    }
+    d.drive();
+    assert!(d.our_texts().is_empty(), "nothing delivered from junk");
+    d.lib.send("still fine");
+    d.drive();
+    assert_eq!(d.our_texts(), vec![("still fine".to_string(), true)]);
+    d.our_send("and back").unwrap();
+    d.drive();
+    assert_eq!(d.lib_texts().last(), Some(&("and back".to_string(), true)));
+}
+
+#[test]
+fn a_v2_client_and_a_v3_client_of_one_account_keep_separate_conversations() {
+    let mut rng = ChaCha20Rng::seed_from_u64(11);
+    let policy = Policy::MANUAL | Policy::ALLOW_V2;
+    let mut ours =
+        Session::new(SessionConfig::new("alice", policy, InstanceTag::random(&mut rng)), our_key());
+    let mut bobs =
+        [Proto::V2.libotr(PeerPolicy::Manual, 0, None), Proto::V3.libotr(PeerPolicy::Manual, 0, None)];
+    let now = Timestamp(5);
+    let mut events = vec![];
+    let mut lib_events: [Vec<PeerEvent>; 2] = [vec![], vec![]];
+    let mut pump = |ours: &mut Session, bobs: &mut [LibotrPeer; 2], events: &mut Vec<Event>| {
+        for _ in 0..1000 {
+            let mut moved = false;
+            while let Some(t) = ours.poll_transmit() {
+                moved = true;
+                for b in bobs.iter_mut() {
+                    b.receive(t.message.as_bytes());
+                }
+            }
+            for (k, b) in bobs.iter_mut().enumerate() {
+                while let Some(o) = b.poll_output() {
+                    match o {
+                        Output::Net(m) => {
+                            moved = true;
+                            let _ = ours.receive(now, &m, &mut rng);
+                        }
+                        Output::Event(PeerEvent::Log(_)) => {}
+                        Output::Event(e) => lib_events[k].push(e),
+                    }
+                }
+            }
+            while let Some(e) = ours.poll_event() {
+                events.push(e);
+            }
+            if !moved {
+                return;
+            }
+        }
+        panic!("never quiet");
+    };
+    bobs[0].query();
+    pump(&mut ours, &mut bobs, &mut events);
+    bobs[1].query();
+    pump(&mut ours, &mut bobs, &mut events);
+    let versions: Vec<(u32, u16)> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Secure { instance, version, .. } => Some((instance.get(), *version)),
+            _ => None,
+        })
+        .collect();
+    assert!(versions.contains(&(0, 2)), "{versions:?}");
+    assert!(versions.contains(&(bobs[1].instance_tag(), 3)), "{versions:?}");
+    bobs[0].send("from the v2 client");
+    bobs[1].send("from the v3 client");
+    pump(&mut ours, &mut bobs, &mut events);
+    let got: Vec<(u32, String)> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Message { instance: Some(i), text, encrypted: true } => Some((i.get(), text.clone())),
+            _ => None,
+        })
+        .collect();
+    assert!(got.contains(&(0, "from the v2 client".into())), "{got:?}");
+    assert!(got.contains(&(bobs[1].instance_tag(), "from the v3 client".into())), "{got:?}");
+    ours.send_to(now, InstanceTag::V2, "to v2").unwrap();
+    ours.send_to(now, InstanceTag::new(bobs[1].instance_tag()).unwrap(), "to v3").unwrap();
+    pump(&mut ours, &mut bobs, &mut events);
+    let texts = |evs: &[PeerEvent]| -> Vec<String> {
+        evs.iter()
+            .filter_map(|e| match e {
+                PeerEvent::Msg { text, encrypted: true } => Some(String::from_utf8_lossy(text).into_owned()),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(texts(&lib_events[0]), vec!["to v2".to_string()]);
+    assert_eq!(texts(&lib_events[1]), vec!["to v3".to_string()]);
 }

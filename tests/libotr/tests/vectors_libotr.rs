@@ -3,7 +3,7 @@
 //! are not merely our engine agreeing with itself.
 //!
 //! For each data message (reassembled from its fragments where it was fragmented):
-//! - `otr_parse` parses it: version 3, the sender's and receiver's instance tags, the keyids,
+//! - `otr_parse` parses it: version 3 (or 2, without tags), the sender's and receiver's instance tags, the keyids,
 //!   the announced next DH value (must be the sender's recorded key `sender_keyid + 1`), a
 //!   counter that strictly increases per key pair, and revealed MAC keys (each must be a MAC
 //!   key libotr derived for an earlier message of the transcript).
@@ -72,6 +72,8 @@ fn fields(out: &str) -> HashMap<String, String> {
 /// What `otr_parse` says about a data message.
 struct Parsed {
     flags: u8,
+    /// A version 2 message (no instance tags).
+    v2: bool,
     sender: u32,
     receiver: u32,
     sender_keyid: u32,
@@ -86,7 +88,10 @@ fn parse(msg: &str) -> Parsed {
     let out = run("otr_parse", &[], &format!("{msg}\n"));
     assert!(out.starts_with("Data Message:"), "otr_parse: {out}");
     let f = fields(&out);
-    assert_eq!(f["Version"], "03");
+    let v2 = f["Version"] == "02";
+    assert!(v2 || f["Version"] == "03", "{out}");
+    // A v2 message has no instance tags.
+    let tag = |name: &str| if v2 { 0 } else { f[name].parse().unwrap() };
     let revealed = out
         .lines()
         .filter(|l| l.trim_start().starts_with("Key "))
@@ -94,8 +99,9 @@ fn parse(msg: &str) -> Parsed {
         .collect();
     Parsed {
         flags: f["Flags"].parse().unwrap(),
-        sender: f["Sender instance"].parse().unwrap(),
-        receiver: f["Receiver instance"].parse().unwrap(),
+        v2,
+        sender: tag("Sender instance"),
+        receiver: tag("Receiver instance"),
         sender_keyid: f["Sender keyid"].parse().unwrap(),
         recipient_keyid: f["Rcpt keyid"].parse().unwrap(),
         next_dh: f["DH y"].trim_start_matches('0').to_string(),
@@ -224,7 +230,8 @@ impl Vector {
         let ctx = format!("{} step {at} ({sender})", self.name);
         let receiver = self.other(sender);
         let p = parse(msg);
-        assert_eq!((p.sender, p.receiver), (self.tags[sender], self.tags[&receiver]), "{ctx}: instance tags");
+        let tags = if p.v2 { (0, 0) } else { (self.tags[sender], self.tags[&receiver]) };
+        assert_eq!((p.sender, p.receiver), tags, "{ctx}: instance tags");
         let (their_private, their_public) = self.key(&receiver, p.recipient_keyid, at);
         let (_, sender_public) = self.key(sender, p.sender_keyid, at);
         let (_, next_public) = self.key(sender, p.sender_keyid + 1, at);
@@ -346,14 +353,20 @@ impl Vector {
             let party = step["party"].as_str().unwrap();
             for (k, t) in step["transmit"].as_array().unwrap().iter().enumerate() {
                 let t = t.as_str().unwrap();
-                let whole = match t.strip_prefix("?OTR|") {
-                    Some(rest) => {
-                        let (head, piece) = rest.split_once(',').unwrap();
+                // v3 fragments carry instance tags before the numbers, v2 fragments do not.
+                let numbers = match t.strip_prefix("?OTR|") {
+                    Some(rest) => rest.split_once(',').map(|(head, nums)| {
+                        assert!(!head.is_empty());
+                        nums
+                    }),
+                    None => t.strip_prefix("?OTR,"),
+                };
+                let whole = match numbers {
+                    Some(piece) => {
                         let mut nums = piece.splitn(3, ',');
                         let k_: u16 = nums.next().unwrap().parse().unwrap();
                         let n: u16 = nums.next().unwrap().parse().unwrap();
                         let piece = nums.next().unwrap().strip_suffix(',').unwrap();
-                        assert!(!head.is_empty());
                         let buf = pending.entry(party.to_string()).or_default();
                         if k_ == 1 {
                             buf.clear();
@@ -366,7 +379,7 @@ impl Vector {
                     }
                     None => t.to_string(),
                 };
-                if whole.starts_with("?OTR:AAMD") {
+                if whole.starts_with("?OTR:AAMD") || whole.starts_with("?OTR:AAID") {
                     self.check_data(i, party, k, &whole);
                 }
             }
