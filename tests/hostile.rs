@@ -20,9 +20,15 @@ fn bytes_of(msg: &str) -> Vec<u8> {
     }
 }
 
+/// Both sides speak only OTR version 2.
+const V2_ONLY: Policy = Policy::ALLOW_V2;
+
+/// The policies the data-message checks run under: v3, and v2 (3-byte headers).
+const BOTH_VERSIONS: [Policy; 2] = [Policy::MANUAL, V2_ONLY];
+
 /// A private pair plus one data message from alice that bob has not seen yet.
-fn pair_with_pending() -> (Pair, String) {
-    let mut p = Pair::new(Policy::MANUAL, Policy::MANUAL);
+fn pair_with_pending(policy: Policy) -> (Pair, String) {
+    let mut p = Pair::new(policy, policy);
     p.secure(Side::A);
     p.send(Side::A, "the real text").unwrap();
     let msg = p.a.poll_transmit().unwrap().message;
@@ -56,87 +62,93 @@ fn still_works(p: &mut Pair) {
 
 #[test]
 fn truncated_data_messages() {
-    let (mut p, msg) = pair_with_pending();
-    let raw = bytes_of(&msg);
-    for n in 0..raw.len() {
-        let r = feed_bob(&mut p, &encode_envelope(&raw[..n]));
-        assert!(
-            matches!(r, Err(ReceiveError::Malformed(_)) | Err(ReceiveError::UnsupportedVersion(_))),
-            "{n}: {r:?}"
-        );
+    for policy in BOTH_VERSIONS {
+        let (mut p, msg) = pair_with_pending(policy);
+        let raw = bytes_of(&msg);
+        for n in 0..raw.len() {
+            let r = feed_bob(&mut p, &encode_envelope(&raw[..n]));
+            assert!(
+                matches!(r, Err(ReceiveError::Malformed(_)) | Err(ReceiveError::UnsupportedVersion(_))),
+                "{n}: {r:?}"
+            );
+        }
+        assert!(p.messages(Side::B).is_empty());
+        feed_bob(&mut p, &msg).unwrap();
+        assert_eq!(p.messages(Side::B), vec![("the real text".to_string(), true)]);
+        still_works(&mut p);
     }
-    assert!(p.messages(Side::B).is_empty());
-    feed_bob(&mut p, &msg).unwrap();
-    assert_eq!(p.messages(Side::B), vec![("the real text".to_string(), true)]);
-    still_works(&mut p);
 }
 
 #[test]
 fn bit_flips_never_deliver_other_text() {
-    let (mut p, msg) = pair_with_pending();
-    let raw = bytes_of(&msg);
-    let mut accepted = 0;
-    for i in 0..raw.len() {
-        for bit in [0x01u8, 0x80] {
-            let mut m = raw.clone();
-            m[i] ^= bit;
-            if feed_bob(&mut p, &encode_envelope(&m)).is_ok() {
-                accepted += 1;
+    for policy in BOTH_VERSIONS {
+        let (mut p, msg) = pair_with_pending(policy);
+        let raw = bytes_of(&msg);
+        let mut accepted = 0;
+        for i in 0..raw.len() {
+            for bit in [0x01u8, 0x80] {
+                let mut m = raw.clone();
+                m[i] ^= bit;
+                if feed_bob(&mut p, &encode_envelope(&m)).is_ok() {
+                    accepted += 1;
+                }
             }
         }
+        // Only flips in the (unauthenticated, by design) revealed-MAC-keys area can pass, and
+        // the first of them consumes the counter; none delivers different text.
+        assert!(accepted <= 1, "accepted {accepted}");
+        still_works(&mut p);
     }
-    // Only flips in the (unauthenticated, by design) revealed-MAC-keys area can pass, and
-    // the first of them consumes the counter; none delivers different text.
-    assert!(accepted <= 1, "accepted {accepted}");
-    still_works(&mut p);
 }
 
 #[test]
 fn duplicates_are_dropped_silently_reordering_is_tolerated_and_old_messages_refused() {
-    let (mut p, msg) = pair_with_pending();
-    feed_bob(&mut p, &msg).unwrap();
-    // The network repeats it: dropped without an error, an event or a reply.
-    let events = p.b_events.len();
-    assert_eq!(p.b.receive(p.now, &msg, &mut p.rng), Ok(()));
-    assert!(p.b.poll_transmit().is_none(), "no error reply to a duplicate");
-    assert!(p.b.poll_event().is_none());
-    assert_eq!(p.b_events.len(), events);
-    // 70 messages on one key pair arrive newest first: those within 64 of the newest are
-    // still read (once each), older ones are refused as replays.
-    let burst: Vec<String> = (0..70)
-        .map(|i| {
-            p.send(Side::A, &format!("burst {i}")).unwrap();
-            p.a.poll_transmit().unwrap().message
-        })
-        .collect();
-    let mut read = vec![];
-    for (i, m) in burst.iter().enumerate().rev() {
-        match p.b.receive(p.now, m, &mut p.rng) {
-            Ok(()) => match p.b.poll_event() {
-                Some(Event::Message { text, encrypted: true, .. }) => read.push(text),
-                other => panic!("burst {i}: {other:?}"),
-            },
-            Err(e) => {
-                assert_eq!(e, ReceiveError::Unreadable(otr::data::Unreadable::Replayed), "burst {i}");
-                assert!(i < 6, "only counters 64 or more behind are refused (burst {i})");
+    for policy in BOTH_VERSIONS {
+        let (mut p, msg) = pair_with_pending(policy);
+        feed_bob(&mut p, &msg).unwrap();
+        // The network repeats it: dropped without an error, an event or a reply.
+        let events = p.b_events.len();
+        assert_eq!(p.b.receive(p.now, &msg, &mut p.rng), Ok(()));
+        assert!(p.b.poll_transmit().is_none(), "no error reply to a duplicate");
+        assert!(p.b.poll_event().is_none());
+        assert_eq!(p.b_events.len(), events);
+        // 70 messages on one key pair arrive newest first: those within 64 of the newest are
+        // still read (once each), older ones are refused as replays.
+        let burst: Vec<String> = (0..70)
+            .map(|i| {
+                p.send(Side::A, &format!("burst {i}")).unwrap();
+                p.a.poll_transmit().unwrap().message
+            })
+            .collect();
+        let mut read = vec![];
+        for (i, m) in burst.iter().enumerate().rev() {
+            match p.b.receive(p.now, m, &mut p.rng) {
+                Ok(()) => match p.b.poll_event() {
+                    Some(Event::Message { text, encrypted: true, .. }) => read.push(text),
+                    other => panic!("burst {i}: {other:?}"),
+                },
+                Err(e) => {
+                    assert_eq!(e, ReceiveError::Unreadable(otr::data::Unreadable::Replayed), "burst {i}");
+                    assert!(i < 6, "only counters 64 or more behind are refused (burst {i})");
+                }
             }
+            while p.b.poll_transmit().is_some() {}
         }
-        while p.b.poll_transmit().is_some() {}
+        let expected: Vec<String> = (6..70).rev().map(|i| format!("burst {i}")).collect();
+        assert_eq!(read, expected, "each text once, intact");
+        // Rotate keys several times, then deliver an old message: its keys are gone.
+        p.send(Side::A, "old").unwrap();
+        let old = p.a.poll_transmit().unwrap().message;
+        for i in 0..4 {
+            p.send(Side::A, &format!("a{i}")).unwrap();
+            p.drive();
+            p.send(Side::B, &format!("b{i}")).unwrap();
+            p.drive();
+        }
+        let r = feed_bob(&mut p, &old);
+        assert_eq!(r, Err(ReceiveError::Unreadable(otr::data::Unreadable::UnknownKeyId)));
+        still_works(&mut p);
     }
-    let expected: Vec<String> = (6..70).rev().map(|i| format!("burst {i}")).collect();
-    assert_eq!(read, expected, "each text once, intact");
-    // Rotate keys several times, then deliver an old message: its keys are gone.
-    p.send(Side::A, "old").unwrap();
-    let old = p.a.poll_transmit().unwrap().message;
-    for i in 0..4 {
-        p.send(Side::A, &format!("a{i}")).unwrap();
-        p.drive();
-        p.send(Side::B, &format!("b{i}")).unwrap();
-        p.drive();
-    }
-    let r = feed_bob(&mut p, &old);
-    assert_eq!(r, Err(ReceiveError::Unreadable(otr::data::Unreadable::UnknownKeyId)));
-    still_works(&mut p);
 }
 
 #[test]
@@ -171,7 +183,7 @@ fn bad_dh_values_in_the_ake_are_rejected() {
 
 #[test]
 fn wrong_instance_tags_and_garbage() {
-    let (mut p, msg) = pair_with_pending();
+    let (mut p, msg) = pair_with_pending(Policy::MANUAL);
     let raw = bytes_of(&msg);
     let mut other = raw.clone();
     other[7..11].copy_from_slice(&0x1234_5678u32.to_be_bytes());
@@ -194,7 +206,7 @@ fn wrong_instance_tags_and_garbage() {
 
 #[test]
 fn data_outside_a_private_conversation_is_refused() {
-    let (mut p, msg) = pair_with_pending();
+    let (mut p, msg) = pair_with_pending(Policy::MANUAL);
     let mut fresh = Pair::new(Policy::MANUAL, Policy::MANUAL);
     let r = fresh.b.receive(fresh.now, &msg, &mut fresh.rng);
     assert_eq!(r, Err(ReceiveError::NotPrivate));
@@ -241,12 +253,63 @@ proptest! {
     }
 
     #[test]
-    fn mutated_valid_messages_never_deliver_other_text(pos in any::<prop::sample::Index>(), val in any::<u8>(), cut in any::<bool>()) {
-        let (mut p, msg) = pair_with_pending();
+    fn mutated_valid_messages_never_deliver_other_text(pos in any::<prop::sample::Index>(), val in any::<u8>(), cut in any::<bool>(), v2 in any::<bool>()) {
+        let (mut p, msg) = pair_with_pending(if v2 { V2_ONLY } else { Policy::MANUAL });
         let mut raw = bytes_of(&msg);
         let i = pos.index(raw.len());
         if cut { raw.truncate(i); } else { raw[i] = val; }
         let _ = feed_bob(&mut p, &encode_envelope(&raw));
         still_works(&mut p);
     }
+
+    #[test]
+    fn random_v2_encoded_bytes_never_panic_or_deliver(bytes in proptest::collection::vec(any::<u8>(), 0..600), kind in prop::sample::select(vec![0x02u8, 0x03, 0x0a, 0x11, 0x12, 0x55])) {
+        let mut p = Pair::new(V2_ONLY, V2_ONLY | Policy::ALLOW_V3);
+        p.secure(Side::A);
+        let mut m = vec![0, 2, kind];
+        m.extend(bytes);
+        let _ = p.b.receive(p.now, &format!("?OTR:{}.", B64.encode(&m)), &mut p.rng);
+        while let Some(e) = p.b.poll_event() {
+            let private_text = matches!(e, Event::Message { encrypted: true, .. });
+            prop_assert!(!private_text);
+        }
+        still_works(&mut p);
+    }
+}
+
+#[test]
+fn v2_messages_are_refused_by_a_v3_only_session_and_v1_by_everyone() {
+    let (mut v2, msg) = pair_with_pending(V2_ONLY);
+    let mut v3 = Pair::new(Policy::MANUAL, Policy::MANUAL);
+    assert_eq!(v3.b.receive(v3.now, &msg, &mut v3.rng), Err(ReceiveError::UnsupportedVersion(2)));
+    assert!(v3.b.poll_transmit().is_none() && v3.b.poll_event().is_none());
+    let mut v1 = bytes_of(&msg);
+    v1[1] = 1;
+    assert_eq!(feed_bob(&mut v2, &encode_envelope(&v1)), Err(ReceiveError::UnsupportedVersion(1)));
+    // A v2-only session ignores a v3 query, and a v3-only one a v2 query.
+    let now = v3.now;
+    for (pa, pb) in [(V2_ONLY, Policy::MANUAL), (Policy::MANUAL, V2_ONLY)] {
+        let mut p = Pair::new(pa, pb);
+        p.a.start(now);
+        p.drive();
+        assert!(p.a_events.is_empty() && p.b_events.is_empty(), "no common version, no AKE");
+    }
+    feed_bob(&mut v2, &msg).unwrap();
+    still_works(&mut v2);
+}
+
+#[test]
+fn a_v2_data_message_cannot_enter_a_v3_conversation() {
+    // Alice and Bob talk v3; a v2 data message under the same keys (an attacker rewrote the
+    // header) arrives: the v2 conversation is not private, so nothing is delivered.
+    let both = Policy::MANUAL | Policy::ALLOW_V2;
+    let mut p = Pair::new(both, both);
+    p.secure(Side::A);
+    p.send(Side::A, "v3 text").unwrap();
+    let raw = bytes_of(&p.a.poll_transmit().unwrap().message);
+    let mut v2 = vec![0, 2, raw[2]];
+    v2.extend_from_slice(&raw[11..]);
+    assert_eq!(feed_bob(&mut p, &encode_envelope(&v2)), Err(ReceiveError::NotPrivate));
+    assert!(p.messages(Side::B).is_empty());
+    still_works(&mut p);
 }
