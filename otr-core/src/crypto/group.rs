@@ -69,7 +69,7 @@ impl Comb {
             mul.square_assign(&mut acc);
             let idx = (0..COMB_TEETH).fold(0, |j, i| j | (bit(i * self.spacing + k) << i));
             let picked = entry.as_montgomery_mut();
-            picked.as_words_mut().fill(0);
+            picked.as_mut_words().fill(0);
             for (j, t) in (0u32..).zip(&self.table) {
                 picked.ct_assign(t.as_montgomery(), Choice::from_u32_eq(j, idx));
             }
