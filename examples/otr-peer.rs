@@ -113,6 +113,10 @@ impl Peer {
                 Event::ErrorReceived { text } => {
                     format!("error OTR error message received: {}", one_line(&text))
                 }
+                Event::DowngradeRefused { fingerprint } => format!(
+                    "error refused a version 2 conversation with {fingerprint}, which spoke version 3 \
+                     before: the network stripped the v3 offer"
+                ),
                 other => format!("# {other:?}"),
             };
             self.line(&l);

@@ -226,3 +226,25 @@ fn crossing_v2_commits_resolve_to_one_conversation() {
         assert_eq!(p.messages(Side::A), vec![("after crossing".to_string(), true)]);
     }
 }
+
+#[test]
+fn a_stripped_v3_offer_cannot_downgrade_a_client_that_spoke_v3() {
+    let mut p = Pair::new(V23, V23);
+    let ssid = p.secure(Side::A);
+    assert_eq!(negotiated(&p)[0].map(|v| v.0), Some(3));
+    // Bob asks again; the network rewrites his offer to v2 only.
+    let now = p.now;
+    p.b.start(now);
+    let query = p.b.poll_transmit().unwrap().message.replacen("?OTRv23?", "?OTRv2?", 1);
+    p.a.receive(now, &query, &mut p.rng).unwrap();
+    p.drive();
+    for events in [&p.a_events, &p.b_events] {
+        assert!(events.iter().any(|e| matches!(e, Event::DowngradeRefused { .. })), "both refuse");
+        assert!(!events.iter().any(|e| matches!(e, Event::Secure { version: 2, .. })));
+    }
+    // The v3 conversation is untouched.
+    assert_eq!(p.a.private_with().map(|(_, _, s)| s), Some(ssid));
+    p.send(Side::A, "still v3").unwrap();
+    p.drive();
+    assert_eq!(p.messages(Side::B).last(), Some(&("still v3".to_string(), true)));
+}

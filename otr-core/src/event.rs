@@ -147,4 +147,12 @@ pub enum Event {
         /// Its human-readable text (from the peer: untrusted).
         text: String,
     },
+    /// A version 2 key exchange authenticated a key that already held a version 3
+    /// conversation in this session: that client speaks v3, so someone on the network
+    /// stripped the v3 offer. The v2 conversation was refused (nothing is private). Tell the
+    /// user the network is tampering with the conversation; starting OTR again may help.
+    DowngradeRefused {
+        /// The remote's fingerprint (authenticated by the v2 exchange).
+        fingerprint: Fingerprint,
+    },
 }

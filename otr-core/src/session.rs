@@ -6,9 +6,7 @@ use rand_core::CryptoRng;
 use zeroize::Zeroizing;
 
 use crate::ake::{Ake, AkePhase, Established};
-#[cfg(feature = "trace")]
-use crate::crypto::dsa::Fingerprint as Fp;
-use crate::crypto::dsa::{DsaKeyPair, DsaPublicKey};
+use crate::crypto::dsa::{DsaKeyPair, DsaPublicKey, Fingerprint};
 use crate::data::{self, DataMessage, FLAG_IGNORE_UNREADABLE, Unreadable};
 use crate::error::{ReceiveError, SendError};
 use crate::event::{Event, Ssid, Timestamp, Transmit};
@@ -41,6 +39,8 @@ const MAX_RECENT: usize = 32;
 
 /// Most messages held while waiting for a private conversation.
 const MAX_HELD: usize = 100;
+/// Most fingerprints remembered as having spoken version 3 (for downgrade detection).
+const MAX_V3_KEYS: usize = 16;
 
 /// What we tell a peer whose encrypted message we could not read.
 const ERR_UNREADABLE: &str = "The encrypted message received could not be read. Please resend it.";
@@ -195,6 +195,9 @@ pub struct Session {
     /// When we last started a key exchange by ourselves because of an OTR error.
     last_auto_ake: Option<Timestamp>,
     offer: Offer,
+    /// Long-term keys that completed a version 3 exchange in this session: a version 2
+    /// exchange with one of them is a downgrade by the network, and refused.
+    v3_keys: Vec<Fingerprint>,
     fragments: Reassembler,
     /// Counts message exchanges, to tell which instance was active most recently.
     activity: u64,
@@ -221,6 +224,7 @@ impl Session {
             last_error_reply: None,
             last_auto_ake: None,
             offer: Offer::NotSent,
+            v3_keys: Vec::new(),
             fragments: Reassembler::default(),
             activity: 0,
             #[cfg(feature = "trace")]
@@ -271,7 +275,13 @@ impl Session {
 
     /// Records SMP's compared secret (feature `trace` only).
     #[cfg(feature = "trace")]
-    fn trace_smp_secret(&mut self, i: usize, initiator: &Fp, responder: &Fp, secret: &[u8]) {
+    fn trace_smp_secret(
+        &mut self,
+        i: usize,
+        initiator: &Fingerprint,
+        responder: &Fingerprint,
+        secret: &[u8],
+    ) {
         let inst = &self.instances[i];
         let MsgState::Encrypted(p) = &inst.state else { return };
         if self.tracing {
@@ -846,10 +856,20 @@ impl Session {
     fn go_secure(&mut self, i: usize, now: Timestamp, est: Established, rng: &mut (impl CryptoRng + ?Sized)) {
         self.master.reset();
         self.offer = Offer::Accepted;
+        let fingerprint = est.their_key.fingerprint();
+        if self.instances[i].tag.is_v2() && self.v3_keys.contains(&fingerprint) {
+            self.events.push_back(Event::DowngradeRefused { fingerprint });
+            return;
+        }
+        if !self.instances[i].tag.is_v2() && !self.v3_keys.contains(&fingerprint) {
+            if self.v3_keys.len() == MAX_V3_KEYS {
+                self.v3_keys.remove(0);
+            }
+            self.v3_keys.push(fingerprint);
+        }
         let inst = &mut self.instances[i];
         let refreshed = matches!(inst.state, MsgState::Encrypted(_));
         let ssid = Ssid(est.ssid);
-        let fingerprint = est.their_key.fingerprint();
         let keys = KeyWindow::after_ake(est.our_dh, est.their_dh, est.their_keyid, rng);
         inst.state = MsgState::Encrypted(Box::new(Private::new(keys, ssid, est.their_key)));
         let version = version_of(inst.tag);

@@ -360,6 +360,9 @@ pub fn event_json(e: &Event) -> Value {
             json!({ "type": "smp_aborted", "instance": instance.get(), "cheated": cheated })
         }
         Event::ErrorReceived { text } => json!({ "type": "error_received", "text": text }),
+        Event::DowngradeRefused { fingerprint } => {
+            json!({ "type": "downgrade_refused", "fingerprint": hex(&fingerprint.0) })
+        }
         other => json!({ "type": "unknown", "debug": format!("{other:?}") }),
     }
 }

@@ -900,3 +900,31 @@ fn a_v2_client_and_a_v3_client_of_one_account_keep_separate_conversations() {
     assert_eq!(texts(&lib_events[0]), vec!["to v2".to_string()]);
     assert_eq!(texts(&lib_events[1]), vec!["to v3".to_string()]);
 }
+
+#[test]
+fn a_stripped_v3_query_from_libotr_cannot_downgrade_us() {
+    let both = Policy::MANUAL | Policy::ALLOW_V2;
+    let mut d = Duo::new(Proto::V3, both, PeerPolicy::Manual, 0);
+    d.lib = LibotrPeer::new("bob", "alice", PeerPolicy::Manual, true, 0, None).unwrap();
+    let ssid = d.secure_by(true);
+    // libotr asks again; the network rewrites its offer to v2 only.
+    d.lib.query();
+    let mut query = None;
+    while let Some(o) = d.lib.poll_output() {
+        if let Output::Net(m) = o {
+            query = Some(m.replacen("?OTRv23?", "?OTRv2?", 1));
+        }
+    }
+    let query = query.expect("libotr sent a query");
+    assert!(query.starts_with("?OTRv2?"), "{query}");
+    d.ours.receive(d.now, &query, &mut d.rng).unwrap();
+    d.drive();
+    let refused = d.our_events.iter().any(|e| matches!(e, Event::DowngradeRefused { .. }));
+    assert!(refused, "we refuse v2 with a key that spoke v3: {:?}", d.our_events);
+    assert!(!d.our_events.iter().any(|e| matches!(e, Event::Secure { version: 2, .. })));
+    // Our v3 conversation is untouched and libotr's v3 instance still reads us.
+    assert_eq!(d.ours.private_with().map(|(_, _, s)| s.to_string()), Some(ssid));
+    d.our_send("still v3").unwrap();
+    d.drive();
+    assert_eq!(d.lib_texts().last(), Some(&("still v3".to_string(), true)));
+}
