@@ -70,10 +70,10 @@ struct Sim {
 }
 
 impl Sim {
-    fn new(seed: u64, faults: Faults, max_message_size: usize) -> Self {
+    fn new(seed: u64, faults: Faults, max_message_size: usize, policy: Policy) -> Self {
         let mk = |name: &str, key_seed: u64| {
-            let base = session(name, Policy::ALWAYS, key_seed);
-            let mut config = SessionConfig::new(name, Policy::ALWAYS, base.instance_tag());
+            let base = session(name, policy, key_seed);
+            let mut config = SessionConfig::new(name, policy, base.instance_tag());
             config.max_message_size = max_message_size;
             Session::new(config, base.identity().clone())
         };
@@ -166,7 +166,12 @@ fn check_delivered(got: &[(String, bool)], sent: &HashMap<String, bool>) {
 
 /// Runs one seed; returns (messages sent, messages delivered) before healing.
 fn run_seed(seed: u64, messages: usize, faults: Faults, mms: usize) -> (usize, usize) {
-    let mut sim = Sim::new(seed, faults, mms);
+    run_seed_with(seed, messages, faults, mms, Policy::ALWAYS)
+}
+
+/// [`run_seed`] with both sides under `policy`.
+fn run_seed_with(seed: u64, messages: usize, faults: Faults, mms: usize, policy: Policy) -> (usize, usize) {
+    let mut sim = Sim::new(seed, faults, mms, policy);
     let mut sent_by_a = HashMap::new();
     let mut sent_by_b = HashMap::new();
     // Start (and, on a lossy network, retry) the AKE like a user would.
@@ -267,6 +272,22 @@ fn fragments_interleaved_and_lost() {
     let faults = Faults { loss: 20, duplicate: 50, jitter: 100, fifo: true };
     for seed in 0..(seeds() / 20).max(5) {
         let (sent, delivered) = run_seed(10_000 + seed, 40, faults, 120);
+        assert!(sent > 0 && delivered > 0, "seed {seed}: {delivered} of {sent}");
+    }
+}
+
+#[test]
+fn version_2_over_a_lossy_network() {
+    // Both sides speak only v2: no instance tags, v2 fragments for a quarter of the seeds.
+    let v2_always = Policy::from_bits((Policy::ALWAYS | Policy::ALLOW_V2).bits() & !Policy::ALLOW_V3.bits());
+    let faults = Faults { loss: 100, duplicate: 100, jitter: 300, fifo: false };
+    let frag_faults = Faults { loss: 20, duplicate: 50, jitter: 100, fifo: true };
+    for seed in 0..(seeds() / 5).max(10) {
+        let (sent, delivered) = if seed % 4 == 0 {
+            run_seed_with(20_000 + seed, 40, frag_faults, 120, v2_always)
+        } else {
+            run_seed_with(20_000 + seed, 200, faults, 0, v2_always)
+        };
         assert!(sent > 0 && delivered > 0, "seed {seed}: {delivered} of {sent}");
     }
 }
