@@ -572,6 +572,20 @@ fn query_from_either_side(imps: [Imp; 2]) {
     }
 }
 
+/// Scenario 10: `--allow-v2` on both sides: queries offer v2 and v3, and v3 is chosen.
+fn allow_v2_still_chooses_v3(imps: [Imp; 2]) {
+    for initiator in [A, B] {
+        let mut d = Duo::new(imps, [&["--allow-v2"], &["--allow-v2"]]);
+        d.go_secure(initiator);
+        d.exchange(&[(A, "v3 please"), (B, "v3 indeed")], "messages with --allow-v2");
+        let offered = d.wire.iter().any(|(_, p)| p.starts_with(b"?OTRv23?"));
+        let v2 = d.wire.iter().any(|(_, p)| p.starts_with(b"?OTR:AAI") || p.starts_with(b"?OTR,"));
+        if !offered || v2 {
+            d.fail(&format!("--allow-v2: query offered v2 and v3: {offered}; a v2 message went out: {v2}"));
+        }
+    }
+}
+
 /// Scenario 2: Messages both ways (Spanish, CJK, emoji) arrive intact, encrypted, in order: 20
 /// alternating, then a burst of 10 from each side at once.
 fn messages_both_ways(imps: [Imp; 2]) {
@@ -1064,6 +1078,11 @@ macro_rules! pairing {
             #[test]
             fn s9_hostile_input() {
                 hostile_input(IMPS);
+            }
+
+            #[test]
+            fn s10_allow_v2_still_chooses_v3() {
+                allow_v2_still_chooses_v3(IMPS);
             }
         }
     };
