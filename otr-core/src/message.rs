@@ -7,6 +7,7 @@ use base64::engine::DecodePaddingMode;
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
 
 use crate::instance::InstanceTag;
+use crate::policy::Policy;
 use crate::wire::{Reader, WireError, Writer};
 
 /// Protocol version 2 (no instance tags).
@@ -171,8 +172,7 @@ fn strip_whitespace_tag(msg: &str) -> (String, Option<Versions>) {
 
 impl Versions {
     /// What a policy lets us offer: v2 and v3 as allowed, never v1.
-    pub fn allowed_by(policy: crate::policy::Policy) -> Self {
-        use crate::policy::Policy;
+    pub fn allowed_by(policy: Policy) -> Self {
         Self { v1: false, v2: policy.contains(Policy::ALLOW_V2), v3: policy.contains(Policy::ALLOW_V3) }
     }
 
@@ -223,7 +223,11 @@ pub fn error_message(text: &str) -> String {
 
 /// Wraps raw message bytes in the `?OTR:…base64….` envelope.
 pub fn encode_envelope(bytes: &[u8]) -> String {
-    format!("{ENCODED_PREFIX}{}.", B64.encode(bytes))
+    let mut out = String::with_capacity(ENCODED_PREFIX.len() + bytes.len().div_ceil(3) * 4 + 1);
+    out.push_str(ENCODED_PREFIX);
+    B64.encode_string(bytes, &mut out);
+    out.push('.');
+    out
 }
 
 /// The header of every encoded message.
