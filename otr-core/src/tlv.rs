@@ -45,7 +45,7 @@ impl Tlv {
 /// A truncated trailing record is ignored, as libotr does: the plaintext is authenticated,
 /// so this only tolerates a sloppy peer.
 pub fn split_plaintext(plain: &[u8]) -> (&[u8], Vec<Tlv>) {
-    let Some(nul) = plain.iter().position(|&b| b == 0) else {
+    let Some(nul) = find_nul(plain) else {
         return (plain, Vec::new());
     };
     let mut r = Reader::new(&plain[nul + 1..]);
@@ -60,6 +60,20 @@ pub fn split_plaintext(plain: &[u8]) -> (&[u8], Vec<Tlv>) {
         tlvs.push(Tlv::new(kind, value.to_vec()));
     }
     (&plain[..nul], tlvs)
+}
+
+/// The index of the first NUL byte. Scans 32-byte blocks without an early exit inside a
+/// block (which the compiler vectorizes), as long messages carry no NUL until their end.
+fn find_nul(bytes: &[u8]) -> Option<usize> {
+    let mut blocks = bytes.chunks_exact(32);
+    let mut offset = 0;
+    for block in blocks.by_ref() {
+        if block.iter().fold(false, |any, &b| any | (b == 0)) {
+            return block.iter().position(|&b| b == 0).map(|i| offset + i);
+        }
+        offset += 32;
+    }
+    blocks.remainder().iter().position(|&b| b == 0).map(|i| offset + i)
 }
 
 /// Builds a plaintext as libotr does: the message, a NUL, then the TLVs.
@@ -87,5 +101,13 @@ mod tests {
         assert_eq!(split_plaintext(&p), (&b"hi"[..], tlvs.clone()));
         assert_eq!(split_plaintext(&p[..p.len() - 1]), (&b"hi"[..], tlvs[..1].to_vec()));
         assert_eq!(split_plaintext(b"no nul"), (&b"no nul"[..], vec![]));
+        for len in [0, 1, 31, 32, 33, 64, 100, 1000] {
+            let mut v = vec![b'x'; len];
+            assert_eq!(find_nul(&v), None, "{len}");
+            for at in [0, len / 2, len.saturating_sub(1)].into_iter().filter(|&i| i < len) {
+                v[at] = 0;
+                assert_eq!(find_nul(&v), v.iter().position(|&b| b == 0), "{len} {at}");
+            }
+        }
     }
 }
