@@ -309,19 +309,30 @@ async fn connect_tls_over(
     tls_config: Arc<rustls::ClientConfig>,
     verifier: &PinVerifier,
 ) -> Result<TlsStream<TcpStream>, ClientError> {
-    // The name is not checked (the pin is), but TLS wants one; an IP address or a DNS name.
+    let name = server_name(server)?;
+    TlsConnector::from(tls_config).connect(name, tcp).await.map_err(|e| handshake_error(verifier, pin, e))
+}
+
+/// What a failed handshake means: a pin mismatch if the verifier saw one, else the I/O error.
+pub(crate) fn handshake_error(
+    verifier: &PinVerifier,
+    pin: CertFingerprint,
+    e: std::io::Error,
+) -> ClientError {
+    match verifier.mismatch() {
+        Some(presented) => ClientError::PinMismatch { expected: pin, presented },
+        None => ClientError::Io(e),
+    }
+}
+
+/// The TLS server name for `server` (`host:port`). It is not checked (the pin is), but TLS
+/// wants one: an IP address or a DNS name.
+pub(crate) fn server_name(server: &str) -> std::io::Result<ServerName<'static>> {
     let host = server.rsplit_once(':').map_or(server, |(h, _)| h);
     let host = host.trim_start_matches('[').trim_end_matches(']');
-    let name = ServerName::try_from(host.to_string())
+    ServerName::try_from(host.to_string())
         .or_else(|_| ServerName::try_from("otr-relay".to_string()))
-        .map_err(std::io::Error::other)?;
-    match TlsConnector::from(tls_config).connect(name, tcp).await {
-        Ok(t) => Ok(t),
-        Err(e) => match verifier.mismatch() {
-            Some(presented) => Err(ClientError::PinMismatch { expected: pin, presented }),
-            None => Err(ClientError::Io(e)),
-        },
-    }
+        .map_err(std::io::Error::other)
 }
 
 async fn read_loop(

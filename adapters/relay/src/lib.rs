@@ -6,7 +6,9 @@
 //! sees plaintext: clients run OTR end to end (the demo uses the REQUIRE_ENCRYPTION policy).
 //!
 //! - [`server`]: [`Server`], its [`Limits`], and [`ServerHandle`] for running it in-process.
-//! - [`client`]: [`Client`] with a pinned certificate fingerprint.
+//! - [`client`]: [`Client`] with a pinned certificate fingerprint (tokio).
+//! - `futures_client` (feature `futures-io`): the same client protocol for async-std, smol
+//!   and other futures-io runtimes, as a framing for an `otr_futures::Conversation`.
 //! - [`proto`]: the frames on the wire.
 //! - [`accounts`]: the accounts file (Argon2id hashes only).
 //! - [`tls`]: certificates and the pin.
@@ -14,6 +16,8 @@
 
 pub mod accounts;
 pub mod client;
+#[cfg(feature = "futures-io")]
+pub mod futures_client;
 pub mod proto;
 pub mod server;
 mod store;
@@ -21,5 +25,5 @@ pub mod tls;
 
 pub use client::{Client, ClientConfig, ClientError, Delivery, Inbox};
 pub use proto::ErrorCode;
-pub use server::{Limits, Server, ServerConfig, ServerError, ServerHandle};
+pub use server::{Limits, Observer, Server, ServerConfig, ServerError, ServerHandle, StoreEvent};
 pub use tls::CertFingerprint;

@@ -176,14 +176,37 @@ pub fn decode<'a, T: Deserialize<'a>>(payload: &'a [u8]) -> Result<T, FrameError
 pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R, limit: usize) -> Result<Vec<u8>, FrameError> {
     let mut head = [0u8; 4];
     r.read_exact(&mut head).await?;
-    let len = u32::from_be_bytes(head);
-    let n = usize::try_from(len).map_err(|_| FrameError::TooLarge { announced: len.into(), limit })?;
-    if n > limit {
-        return Err(FrameError::TooLarge { announced: len.into(), limit });
-    }
-    let mut buf = vec![0u8; n];
+    let mut buf = vec![0u8; frame_len(head, limit)?];
     r.read_exact(&mut buf).await?;
     Ok(buf)
+}
+
+/// The payload length a frame header announces.
+///
+/// # Errors
+/// [`FrameError::TooLarge`] when it exceeds `limit`.
+pub fn frame_len(head: [u8; 4], limit: usize) -> Result<usize, FrameError> {
+    let len = u32::from_be_bytes(head);
+    match usize::try_from(len) {
+        Ok(n) if n <= limit => Ok(n),
+        _ => Err(FrameError::TooLarge { announced: len.into(), limit }),
+    }
+}
+
+/// Takes one whole frame payload off the front of `buf` (for readers that buffer bytes
+/// themselves, such as the futures-io client); `None` until the whole frame is there.
+///
+/// # Errors
+/// [`FrameError::TooLarge`] as soon as the header announces more than `limit`.
+pub fn take_frame(buf: &mut Vec<u8>, limit: usize) -> Result<Option<Vec<u8>>, FrameError> {
+    let Some(head) = buf.first_chunk::<4>() else { return Ok(None) };
+    let n = frame_len(*head, limit)?;
+    if buf.len() - 4 < n {
+        return Ok(None);
+    }
+    let payload = buf[4..4 + n].to_vec();
+    buf.drain(..4 + n);
+    Ok(Some(payload))
 }
 
 /// Writes one encoded frame and flushes.
@@ -222,6 +245,23 @@ mod tests {
         assert!(decode::<ClientFrame>(&bytes[4..]).is_err());
         assert!(decode::<ClientFrame>(&[0xff, 0xff, 0xff]).is_err());
         assert!(decode::<ClientFrame>(&[]).is_err());
+    }
+
+    #[test]
+    fn take_frame_waits_for_whole_frames() {
+        let mut wire = encode(&ClientFrame::Ack { seq: 9 }).unwrap();
+        wire.extend(encode(&ClientFrame::Ping { nonce: 1 }).unwrap());
+        let mut buf = Vec::new();
+        let mut got = Vec::new();
+        for b in wire {
+            buf.push(b);
+            while let Some(p) = take_frame(&mut buf, DEFAULT_MAX_FRAME).unwrap() {
+                got.push(decode::<ClientFrame>(&p).unwrap());
+            }
+        }
+        assert_eq!(got, [ClientFrame::Ack { seq: 9 }, ClientFrame::Ping { nonce: 1 }]);
+        let mut huge = 100_000_000u32.to_be_bytes().to_vec();
+        assert!(matches!(take_frame(&mut huge, DEFAULT_MAX_FRAME), Err(FrameError::TooLarge { .. })));
     }
 
     #[tokio::test]

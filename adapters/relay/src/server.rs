@@ -113,6 +113,63 @@ pub struct ServerConfig {
     /// Argon2 parameters of the dummy hash computed for unknown accounts; use those of
     /// `add-account` so both cost the same.
     pub argon2: Argon2Params,
+    /// Told what happens to messages (stored, delivered, deleted, expired); `None` by default.
+    pub observer: Option<Observer>,
+}
+
+/// What happened to a message in the relay's store, as an [`Observer`] is told. It names
+/// accounts and sizes, never contents.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StoreEvent {
+    /// A message was committed to the store (the sender is answered "accepted" next).
+    Stored {
+        /// The store's sequence number.
+        seq: u64,
+        /// The sender account.
+        from: String,
+        /// The recipient account.
+        to: String,
+        /// The body's length in bytes.
+        bytes: usize,
+    },
+    /// A stored message was written to its recipient's connection.
+    Delivered {
+        /// The sequence number.
+        seq: u64,
+        /// The recipient account.
+        to: String,
+    },
+    /// The recipient acknowledged `seq`: it is deleted from the store.
+    Deleted {
+        /// The sequence number.
+        seq: u64,
+        /// The recipient account.
+        to: String,
+    },
+    /// The sweeper deleted `count` messages whose time to live ran out undelivered.
+    Expired {
+        /// How many.
+        count: u64,
+    },
+}
+
+/// A callback told every [`StoreEvent`], for demos and monitoring (the chat-pair example shows
+/// what the relay held and when it deleted it). It runs on the server's tasks: keep it quick.
+#[derive(Clone)]
+pub struct Observer(Arc<dyn Fn(StoreEvent) + Send + Sync>);
+
+impl Observer {
+    /// Calls `f` with every event.
+    pub fn new(f: impl Fn(StoreEvent) + Send + Sync + 'static) -> Self {
+        Self(Arc::new(f))
+    }
+}
+
+impl std::fmt::Debug for Observer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Observer")
+    }
 }
 
 impl ServerConfig {
@@ -124,6 +181,7 @@ impl ServerConfig {
             cert_and_key: None,
             limits: Limits::default(),
             argon2: Argon2Params::default(),
+            observer: None,
         }
     }
 }
@@ -190,6 +248,15 @@ struct State {
     shutdown: watch::Receiver<bool>,
     next_conn: AtomicU64,
     connections: AtomicU64,
+    observer: Option<Observer>,
+}
+
+impl State {
+    fn observe(&self, event: impl FnOnce() -> StoreEvent) {
+        if let Some(o) = &self.observer {
+            (o.0)(event());
+        }
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -225,6 +292,7 @@ impl Server {
             shutdown,
             next_conn: AtomicU64::new(1),
             connections: AtomicU64::new(0),
+            observer: config.observer,
         });
         Ok(Self { listener, state, fingerprint: identity.fingerprint(), shutdown_tx })
     }
@@ -636,6 +704,7 @@ async fn reader(
                 if state.store.delete(account, seq).await.is_err() {
                     return "store closed";
                 }
+                state.observe(|| StoreEvent::Deleted { seq, to: account.to_string() });
                 tx.send(Out::Acked(seq)).await.is_ok()
             }
             ClientFrame::Send { to, id, body } => {
@@ -663,9 +732,11 @@ async fn accept(state: &Arc<State>, account: &str, to: String, id: u64, body: St
     };
     let ttl = u64::try_from(state.limits.message_ttl.as_millis()).unwrap_or(u64::MAX);
     let expires_at = unix_ms().saturating_add(ttl);
+    let bytes = body.len();
     match state.store.insert(&to, account, id, body, expires_at, limits).await {
         Ok(seq) => {
             tracing::debug!(seq, "stored");
+            state.observe(|| StoreEvent::Stored { seq, from: account.to_string(), to: to.clone(), bytes });
             if let Some(o) = lock(&state.online).get(&to) {
                 o.wake.notify_one();
             }
@@ -716,6 +787,7 @@ async fn writer(
                     inflight.insert(m.seq);
                     let f = ServerFrame::Deliver { seq: m.seq, from: m.from, id: m.id, body: m.body };
                     write(&mut wr, limits, &f).await?;
+                    state.observe(|| StoreEvent::Delivered { seq: m.seq, to: account.clone() });
                 }
             }
             tokio::select! {
@@ -762,7 +834,10 @@ async fn sweeper(state: Arc<State>) {
             _ = shutdown.changed() => return,
             _ = tick.tick() => match state.store.expire(unix_ms()).await {
                 Ok(0) => {}
-                Ok(n) => tracing::info!(expired = n, "expired undelivered messages"),
+                Ok(n) => {
+                    tracing::info!(expired = n, "expired undelivered messages");
+                    state.observe(|| StoreEvent::Expired { count: n });
+                }
                 Err(e) => tracing::error!(error = %e, "expiry sweep failed"),
             },
         }
