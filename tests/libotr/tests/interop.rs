@@ -558,6 +558,46 @@ fn ake_smp_and_large_messages_fragmented_at_300_both_ways(proto: Proto) {
     }
 }
 
+/// Routes messages between our session and several libotr clients of one account until all
+/// are quiet. Everything we send reaches every client (as an XMPP server does for a bare JID).
+fn pump(
+    ours: &mut Session,
+    clients: &mut [LibotrPeer],
+    rng: &mut ChaCha20Rng,
+    now: Timestamp,
+    events: &mut Vec<Event>,
+    lib_events: &mut [Vec<PeerEvent>],
+) {
+    for _ in 0..1000 {
+        let mut moved = false;
+        while let Some(t) = ours.poll_transmit() {
+            moved = true;
+            for c in clients.iter_mut() {
+                c.receive(t.message.as_bytes());
+            }
+        }
+        for (k, c) in clients.iter_mut().enumerate() {
+            while let Some(o) = c.poll_output() {
+                match o {
+                    Output::Net(m) => {
+                        moved = true;
+                        let _ = ours.receive(now, &m, rng);
+                    }
+                    Output::Event(PeerEvent::Log(_)) => {}
+                    Output::Event(e) => lib_events[k].push(e),
+                }
+            }
+        }
+        while let Some(e) = ours.poll_event() {
+            events.push(e);
+        }
+        if !moved {
+            return;
+        }
+    }
+    panic!("never quiet");
+}
+
 #[test]
 fn two_libotr_instances_of_one_account_keep_separate_conversations() {
     let mut rng = ChaCha20Rng::seed_from_u64(3);
@@ -570,44 +610,10 @@ fn two_libotr_instances_of_one_account_keep_separate_conversations() {
     let now = Timestamp(5);
     let mut events = vec![];
     let mut lib_events: [Vec<PeerEvent>; 2] = [vec![], vec![]];
-    // Everything we send reaches both of bob's clients (as an XMPP server does for a bare JID).
-    let mut pump = |ours: &mut Session,
-                    bobs: &mut [LibotrPeer; 2],
-                    events: &mut Vec<Event>,
-                    lib_events: &mut [Vec<PeerEvent>; 2]| {
-        for _ in 0..1000 {
-            let mut moved = false;
-            while let Some(t) = ours.poll_transmit() {
-                moved = true;
-                for b in bobs.iter_mut() {
-                    b.receive(t.message.as_bytes());
-                }
-            }
-            for (k, b) in bobs.iter_mut().enumerate() {
-                while let Some(o) = b.poll_output() {
-                    match o {
-                        Output::Net(m) => {
-                            moved = true;
-                            let _ = ours.receive(now, &m, &mut rng);
-                        }
-                        Output::Event(PeerEvent::Log(_)) => {}
-                        Output::Event(e) => lib_events[k].push(e),
-                    }
-                }
-            }
-            while let Some(e) = ours.poll_event() {
-                events.push(e);
-            }
-            if !moved {
-                return;
-            }
-        }
-        panic!("never quiet");
-    };
     bobs[0].query();
-    pump(&mut ours, &mut bobs, &mut events, &mut lib_events);
+    pump(&mut ours, &mut bobs, &mut rng, now, &mut events, &mut lib_events);
     bobs[1].query();
-    pump(&mut ours, &mut bobs, &mut events, &mut lib_events);
+    pump(&mut ours, &mut bobs, &mut rng, now, &mut events, &mut lib_events);
     let secure: Vec<_> = events
         .iter()
         .filter_map(|e| match e {
@@ -620,7 +626,7 @@ fn two_libotr_instances_of_one_account_keep_separate_conversations() {
     // Each bob client writes; we see which instance each message came from.
     bobs[0].send("from laptop");
     bobs[1].send("from phone");
-    pump(&mut ours, &mut bobs, &mut events, &mut lib_events);
+    pump(&mut ours, &mut bobs, &mut rng, now, &mut events, &mut lib_events);
     let got: Vec<(u32, String)> = events
         .iter()
         .filter_map(|e| match e {
@@ -635,7 +641,7 @@ fn two_libotr_instances_of_one_account_keep_separate_conversations() {
         let tag = InstanceTag::new(bobs[k].instance_tag()).unwrap();
         ours.send_to(now, tag, &format!("to {k}")).unwrap();
     }
-    pump(&mut ours, &mut bobs, &mut events, &mut lib_events);
+    pump(&mut ours, &mut bobs, &mut rng, now, &mut events, &mut lib_events);
     for k in 0..2 {
         let texts: Vec<String> = lib_events[k]
             .iter()
@@ -648,7 +654,7 @@ fn two_libotr_instances_of_one_account_keep_separate_conversations() {
     }
     // A plain send goes to the most recently active private instance (the phone).
     ours.send(now, "default").unwrap();
-    pump(&mut ours, &mut bobs, &mut events, &mut lib_events);
+    pump(&mut ours, &mut bobs, &mut rng, now, &mut events, &mut lib_events);
     assert!(lib_events[1].contains(&PeerEvent::Msg { encrypted: true, text: b"default".to_vec() }));
 }
 
@@ -831,40 +837,10 @@ fn a_v2_client_and_a_v3_client_of_one_account_keep_separate_conversations() {
     let now = Timestamp(5);
     let mut events = vec![];
     let mut lib_events: [Vec<PeerEvent>; 2] = [vec![], vec![]];
-    let mut pump = |ours: &mut Session, bobs: &mut [LibotrPeer; 2], events: &mut Vec<Event>| {
-        for _ in 0..1000 {
-            let mut moved = false;
-            while let Some(t) = ours.poll_transmit() {
-                moved = true;
-                for b in bobs.iter_mut() {
-                    b.receive(t.message.as_bytes());
-                }
-            }
-            for (k, b) in bobs.iter_mut().enumerate() {
-                while let Some(o) = b.poll_output() {
-                    match o {
-                        Output::Net(m) => {
-                            moved = true;
-                            let _ = ours.receive(now, &m, &mut rng);
-                        }
-                        Output::Event(PeerEvent::Log(_)) => {}
-                        Output::Event(e) => lib_events[k].push(e),
-                    }
-                }
-            }
-            while let Some(e) = ours.poll_event() {
-                events.push(e);
-            }
-            if !moved {
-                return;
-            }
-        }
-        panic!("never quiet");
-    };
     bobs[0].query();
-    pump(&mut ours, &mut bobs, &mut events);
+    pump(&mut ours, &mut bobs, &mut rng, now, &mut events, &mut lib_events);
     bobs[1].query();
-    pump(&mut ours, &mut bobs, &mut events);
+    pump(&mut ours, &mut bobs, &mut rng, now, &mut events, &mut lib_events);
     let versions: Vec<(u32, u16)> = events
         .iter()
         .filter_map(|e| match e {
@@ -876,7 +852,7 @@ fn a_v2_client_and_a_v3_client_of_one_account_keep_separate_conversations() {
     assert!(versions.contains(&(bobs[1].instance_tag(), 3)), "{versions:?}");
     bobs[0].send("from the v2 client");
     bobs[1].send("from the v3 client");
-    pump(&mut ours, &mut bobs, &mut events);
+    pump(&mut ours, &mut bobs, &mut rng, now, &mut events, &mut lib_events);
     let got: Vec<(u32, String)> = events
         .iter()
         .filter_map(|e| match e {
@@ -888,7 +864,7 @@ fn a_v2_client_and_a_v3_client_of_one_account_keep_separate_conversations() {
     assert!(got.contains(&(bobs[1].instance_tag(), "from the v3 client".into())), "{got:?}");
     ours.send_to(now, InstanceTag::V2, "to v2").unwrap();
     ours.send_to(now, InstanceTag::new(bobs[1].instance_tag()).unwrap(), "to v3").unwrap();
-    pump(&mut ours, &mut bobs, &mut events);
+    pump(&mut ours, &mut bobs, &mut rng, now, &mut events, &mut lib_events);
     let texts = |evs: &[PeerEvent]| -> Vec<String> {
         evs.iter()
             .filter_map(|e| match e {
