@@ -1,0 +1,186 @@
+//! An interactive OTR chat through an otr-relay:
+//!
+//! ```text
+//! cargo run --example chat -- --relay ADDR --pin FP --account NAME --peer NAME [--store PATH] [--ephemeral]
+//! ```
+//!
+//! The identity comes from the encrypted key store (`OTR_PASSPHRASE` or a prompt; the account
+//! is created under protocol "otr-relay" if missing), the relay secret from
+//! `OTR_RELAY_SECRET` or a prompt. The prompt always says whether the conversation is private
+//! and verified. Commands: `/smp [QUESTION]`, `/answer SECRET`, `/fingerprint`, `/trust`,
+//! `/start`, `/end`, `/quit`. `--ephemeral` keeps no input history and wipes the screen it
+//! owns (and the terminal's scrollback) when the private conversation ends.
+//!
+//! Line editing is rustyline: it prints incoming messages above the line being typed (its
+//! external printer), and its history can be switched off entirely for `--ephemeral`.
+
+mod client;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+
+use client::{Chat, Flow, Output, PROTOCOL};
+use futures_lite::FutureExt;
+use otr::keystore::KdfParams;
+use otr::{InstanceTag, Policy, Session, SessionConfig, Store};
+use otr_futures::Conversation;
+use otr_relay::futures_client::{RelayFraming, connect_tls};
+use otr_relay::{CertFingerprint, ClientConfig};
+use rustyline::ExternalPrinter;
+use zeroize::Zeroizing;
+
+struct Args {
+    relay: String,
+    pin: CertFingerprint,
+    account: String,
+    peer: String,
+    store: PathBuf,
+    ephemeral: bool,
+}
+
+const USAGE: &str = "usage: chat --relay HOST:PORT --pin CERT_SHA256 --account NAME --peer NAME \
+                     [--store PATH] [--ephemeral]\n\
+                     env: OTR_PASSPHRASE (key store), OTR_RELAY_SECRET (the account's relay secret)";
+
+fn parse_args() -> Result<Args, String> {
+    let mut it = std::env::args().skip(1);
+    let (mut relay, mut pin, mut account, mut peer, mut store, mut ephemeral) =
+        (None, None, None, None, None, false);
+    while let Some(a) = it.next() {
+        let mut value = || it.next().ok_or(format!("{a} needs a value"));
+        match a.as_str() {
+            "--relay" => relay = Some(value()?),
+            "--pin" => pin = Some(value()?.parse::<CertFingerprint>().map_err(|e| format!("--pin: {e}"))?),
+            "--account" => account = Some(value()?),
+            "--peer" => peer = Some(value()?),
+            "--store" => store = Some(PathBuf::from(value()?)),
+            "--ephemeral" => ephemeral = true,
+            "--help" | "-h" => return Err(USAGE.into()),
+            other => return Err(format!("unknown argument {other}\n{USAGE}")),
+        }
+    }
+    let missing = |what: &str| format!("{what} is required\n{USAGE}");
+    let store = match store {
+        Some(p) if p.is_dir() => p.join("keystore.otr"),
+        Some(p) => p,
+        None => {
+            dirs::data_dir().ok_or("no data directory; pass --store")?.join("otr-rs").join("keystore.otr")
+        }
+    };
+    Ok(Args {
+        relay: relay.ok_or_else(|| missing("--relay"))?,
+        pin: pin.ok_or_else(|| missing("--pin"))?,
+        account: account.ok_or_else(|| missing("--account"))?,
+        peer: peer.ok_or_else(|| missing("--peer"))?,
+        store,
+        ephemeral,
+    })
+}
+
+fn secret(var: &str, prompt: &str) -> Result<Zeroizing<String>, String> {
+    if let Ok(v) = std::env::var(var) {
+        return Ok(Zeroizing::new(v));
+    }
+    rpassword::prompt_password(prompt).map(Zeroizing::new).map_err(|e| format!("cannot read it: {e}"))
+}
+
+/// Opens (or creates) the key store and makes sure `account` has a key.
+fn open_store(args: &Args) -> Result<Store, String> {
+    let pass = secret("OTR_PASSPHRASE", "Passphrase for the key store: ")?;
+    let mut rng = otr::system_rng();
+    let mut store = if args.store.exists() {
+        Store::open(&args.store, pass.as_bytes()).map_err(|e| e.to_string())?
+    } else {
+        eprintln!("Creating a new key store at {}", args.store.display());
+        Store::create(&args.store, pass.as_bytes(), KdfParams::DEFAULT, &mut rng)
+            .map_err(|e| e.to_string())?
+    };
+    if store.keystore().account(&args.account, PROTOCOL).is_none() {
+        eprintln!("Generating a key for {} (1024-bit DSA)...", args.account);
+        store
+            .keystore_mut()
+            .generate_account(&args.account, PROTOCOL, &mut rng)
+            .map_err(|e| e.to_string())?;
+        store.save(&mut rng).map_err(|e| e.to_string())?;
+    }
+    Ok(store)
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("chat: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<(), String> {
+    let args = parse_args()?;
+    let store = open_store(&args)?;
+    let relay_secret = secret("OTR_RELAY_SECRET", &format!("Relay secret of {}: ", args.account))?;
+    let key = store.keystore().account(&args.account, PROTOCOL).ok_or("the account vanished")?.key().clone();
+    let mut rng = otr::system_rng();
+    let session =
+        Session::new(SessionConfig::new(&args.account, Policy::ALWAYS, InstanceTag::random(&mut rng)), key);
+    let config = ClientConfig::new(&args.relay, args.pin, &args.account, relay_secret.as_str());
+
+    // The line editor runs on its own thread; lines come over a channel, and what arrives is
+    // printed above the line being typed.
+    let history = if args.ephemeral { 0 } else { 1000 };
+    let rl_config = rustyline::Config::builder()
+        .auto_add_history(!args.ephemeral)
+        .max_history_size(history)
+        .map_err(|e| e.to_string())?
+        .build();
+    let mut editor = rustyline::DefaultEditor::with_config(rl_config).map_err(|e| e.to_string())?;
+    let mut printer = editor.create_external_printer().map_err(|e| e.to_string())?;
+    let prompt = Arc::new(Mutex::new(String::from("[connecting] > ")));
+    let (lines_tx, lines_rx) = async_channel::bounded::<Zeroizing<String>>(1);
+    let editor_prompt = prompt.clone();
+    std::thread::spawn(move || {
+        loop {
+            let p = editor_prompt.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            let line = match editor.readline(&p) {
+                Ok(l) => l,
+                Err(_) => "/quit".to_string(), // Ctrl-C, Ctrl-D
+            };
+            let quit = line.trim() == "/quit";
+            if lines_tx.send_blocking(Zeroizing::new(line)).is_err() || quit {
+                break;
+            }
+        }
+    });
+
+    async_std::task::block_on(async move {
+        let tcp = async_std::net::TcpStream::connect(&config.server).await.map_err(|e| e.to_string())?;
+        let tls = connect_tls(tcp, &config.server, config.pin).await.map_err(|e| e.to_string())?;
+        let framing = RelayFraming::new(&config, &args.peer);
+        let conv = Conversation::new(session, tls, framing, otr::system_rng()).map_err(|e| e.to_string())?;
+        let mut chat = Chat::new(conv, store, &args.account, &args.peer, args.ephemeral);
+        chat.input("/start").await.map_err(|e| e.to_string())?;
+        loop {
+            for out in chat.take_output() {
+                let text = match out {
+                    Output::Line(l) => format!("{}\n", l.as_str()),
+                    Output::Clear => "\x1b[2J\x1b[3J\x1b[H".to_string(),
+                };
+                let _ = printer.print(text);
+            }
+            *prompt.lock().unwrap_or_else(|p| p.into_inner()) = chat.prompt();
+            let next = async { Err(chat.step().await) }.or(async { Ok(lines_rx.recv().await) }).await;
+            match next {
+                Err(Ok(())) => {}
+                Err(Err(e)) => return Err(format!("the conversation stopped: {e}")),
+                Ok(Err(_)) => return Ok(()),
+                Ok(Ok(line)) => {
+                    if chat.input(&line).await.map_err(|e| e.to_string())? == Flow::Quit {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    })
+}
