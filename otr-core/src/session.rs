@@ -915,7 +915,12 @@ impl Session {
         self.instances[i].last_data_received = now;
         let (text, tlvs) = tlv::split_plaintext(&plain);
         if !text.is_empty() {
-            let text = String::from_utf8_lossy(text).into_owned();
+            // Validating UTF-8 is much faster than the lossy conversion, which is only for
+            // the rare invalid text.
+            let text = match core::str::from_utf8(text) {
+                Ok(valid) => valid.to_owned(),
+                Err(_) => String::from_utf8_lossy(text).into_owned(),
+            };
             self.events.push_back(Event::Message { instance: Some(tag), text, encrypted: true });
         }
         // Like libotr: real messages (not heartbeats or TLV carriers) call for a heartbeat.

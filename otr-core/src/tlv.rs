@@ -81,7 +81,7 @@ fn find_nul(bytes: &[u8]) -> Option<usize> {
 /// # Panics
 /// If a TLV value exceeds 65535 bytes, which no TLV built in this crate does.
 pub fn join_plaintext(msg: &[u8], tlvs: &[Tlv]) -> Vec<u8> {
-    let mut w = Writer::new();
+    let mut w = Writer::with_capacity(msg.len() + 1 + tlvs.iter().map(|t| 4 + t.value.len()).sum::<usize>());
     w.raw(msg).u8(0);
     for t in tlvs {
         let len = u16::try_from(t.value.len()).expect("TLV values are small");
