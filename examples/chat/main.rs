@@ -56,7 +56,6 @@ fn parse_args() -> Result<Args, String> {
             "--peer" => peer = Some(value()?),
             "--store" => store = Some(PathBuf::from(value()?)),
             "--ephemeral" => ephemeral = true,
-            "--help" | "-h" => return Err(USAGE.into()),
             other => return Err(format!("unknown argument {other}\n{USAGE}")),
         }
     }
@@ -118,6 +117,10 @@ fn main() -> ExitCode {
 }
 
 fn run() -> Result<(), String> {
+    if std::env::args().any(|a| a == "--help" || a == "-h") {
+        println!("{USAGE}");
+        return Ok(());
+    }
     let args = parse_args()?;
     let store = open_store(&args)?;
     let relay_secret = secret("OTR_RELAY_SECRET", &format!("Relay secret of {}: ", args.account))?;
