@@ -12,10 +12,12 @@
 //! owns (and the terminal's scrollback) when the private conversation ends.
 //!
 //! Line editing is rustyline: it prints incoming messages above the line being typed (its
-//! external printer), and its history can be switched off entirely for `--ephemeral`.
+//! external printer), redraws the prompt with the current status each time (a helper's
+//! `highlight_prompt`), and its history can be switched off entirely for `--ephemeral`.
 
 mod client;
 
+use std::borrow::Cow;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
@@ -75,6 +77,42 @@ fn parse_args() -> Result<Args, String> {
         store,
         ephemeral,
     })
+}
+
+/// Shows the conversation's status as the prompt every time rustyline redraws the line
+/// (after each message printed above it), so the prompt never shows a stale state. All
+/// prompts are padded to one width, which rustyline takes from the blank prompt it is given.
+struct LivePrompt(Arc<Mutex<String>>);
+
+impl rustyline::completion::Completer for LivePrompt {
+    type Candidate = String;
+}
+impl rustyline::hint::Hinter for LivePrompt {
+    type Hint = String;
+}
+impl rustyline::validate::Validator for LivePrompt {}
+impl rustyline::Helper for LivePrompt {}
+impl rustyline::highlight::Highlighter for LivePrompt {
+    fn highlight_prompt<'b, 's: 'b, 'p: 'b>(&'s self, blank: &'p str, _default: bool) -> Cow<'b, str> {
+        let current = self.0.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        // Red until private, yellow while unverified, green once verified.
+        let color = if current.contains("verified]") && !current.contains("UNVERIFIED") {
+            "32"
+        } else if current.contains("UNVERIFIED") || current.contains("SMP") {
+            "33"
+        } else {
+            "31"
+        };
+        Cow::Owned(format!("\x1b[1;{color}m{}\x1b[0m", fit(&current, blank.chars().count())))
+    }
+}
+
+/// `s` cut or padded with spaces to exactly `width` characters.
+fn fit(s: &str, width: usize) -> String {
+    let mut out: String = s.chars().take(width).collect();
+    let n = out.chars().count();
+    out.extend(std::iter::repeat_n(' ', width - n));
+    out
 }
 
 fn secret(var: &str, prompt: &str) -> Result<Zeroizing<String>, String> {
@@ -138,15 +176,17 @@ fn run() -> Result<(), String> {
         .max_history_size(history)
         .map_err(|e| e.to_string())?
         .build();
-    let mut editor = rustyline::DefaultEditor::with_config(rl_config).map_err(|e| e.to_string())?;
-    let mut printer = editor.create_external_printer().map_err(|e| e.to_string())?;
+    let mut editor =
+        rustyline::Editor::<LivePrompt, rustyline::history::DefaultHistory>::with_config(rl_config)
+            .map_err(|e| e.to_string())?;
     let prompt = Arc::new(Mutex::new(String::from("[connecting] > ")));
+    editor.set_helper(Some(LivePrompt(prompt.clone())));
+    let mut printer = editor.create_external_printer().map_err(|e| e.to_string())?;
+    let blank = " ".repeat(40.max(26 + args.peer.chars().count()));
     let (lines_tx, lines_rx) = async_channel::bounded::<Zeroizing<String>>(1);
-    let editor_prompt = prompt.clone();
     std::thread::spawn(move || {
         loop {
-            let p = editor_prompt.lock().unwrap_or_else(|p| p.into_inner()).clone();
-            let line = match editor.readline(&p) {
+            let line = match editor.readline(blank.as_str()) {
                 Ok(l) => l,
                 Err(_) => "/quit".to_string(), // Ctrl-C, Ctrl-D
             };
@@ -165,6 +205,8 @@ fn run() -> Result<(), String> {
         let mut chat = Chat::new(conv, store, &args.account, &args.peer, args.ephemeral);
         chat.input("/start").await.map_err(|e| e.to_string())?;
         loop {
+            // The status first: printing redraws the prompt with it.
+            *prompt.lock().unwrap_or_else(|p| p.into_inner()) = chat.prompt();
             for out in chat.take_output() {
                 let text = match out {
                     Output::Line(l) => format!("{}\n", l.as_str()),
@@ -172,7 +214,6 @@ fn run() -> Result<(), String> {
                 };
                 let _ = printer.print(text);
             }
-            *prompt.lock().unwrap_or_else(|p| p.into_inner()) = chat.prompt();
             let next = async { Err(chat.step().await) }.or(async { Ok(lines_rx.recv().await) }).await;
             match next {
                 Err(Ok(())) => {}
