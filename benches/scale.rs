@@ -1,0 +1,269 @@
+//! Scale and memory: one process holding up to 10,000 established sessions.
+//!
+//! Reports, from a counting global allocator (live heap bytes, so it sees everything a
+//! `Session` owns):
+//! - bytes per session: idle (created, no exchange), established and quiet, and active (both
+//!   directions sending, so both key pairs and their cached cipher states exist);
+//! - the total for 100 / 1,000 / 10,000 established sessions;
+//! - the time to route a data message to its session (map lookup by peer, then `receive`) at
+//!   each of those counts, which must not grow with the count (each session has received one
+//!   message before, so the key rotation a first message causes is not in the figure);
+//! - the worst case under a fragment flood and a held-message flood, against the caps in
+//!   otr-core (`fragment::MAX_PARTIALS` x `fragment::MAX_MESSAGE_BYTES`, 100 held texts).
+//!
+//! ```text
+//! cargo bench --bench scale            # up to 10,000 sessions (about a minute here)
+//! cargo bench --bench scale -- --quick # up to 1,000
+//! ```
+//! Bounded in count and time: every loop runs a fixed number of steps.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::collections::HashMap;
+use std::hint::black_box;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use otr::fragment::{MAX_MESSAGE_BYTES, MAX_PARTIALS};
+use otr::{DsaKeyPair, Event, InstanceTag, Policy, Session, SessionConfig, Timestamp};
+use rand_chacha::ChaCha20Rng;
+use rand_core::{Rng, SeedableRng};
+
+/// The system allocator, counting live bytes.
+struct Counting;
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: every call is forwarded unchanged to the system allocator; only a counter is added.
+#[allow(unsafe_code)]
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        LIVE.fetch_add(layout.size(), Ordering::Relaxed);
+        // SAFETY: same contract as the caller's.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+        // SAFETY: same contract as the caller's.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        LIVE.fetch_add(new_size, Ordering::Relaxed);
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+        // SAFETY: same contract as the caller's.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOC: Counting = Counting;
+
+fn live() -> usize {
+    LIVE.load(Ordering::Relaxed)
+}
+
+const NOW: Timestamp = Timestamp(0);
+
+fn session(name: &str, key: &DsaKeyPair, rng: &mut ChaCha20Rng) -> Session {
+    Session::new(SessionConfig::new(name, Policy::MANUAL, InstanceTag::random(rng)), key.clone())
+}
+
+/// Delivers everything queued between `a` and `b` until quiet; returns the texts delivered.
+fn exchange(a: &mut Session, b: &mut Session, rng: &mut ChaCha20Rng) -> usize {
+    let mut delivered = 0;
+    for _ in 0..32 {
+        let mut moved = false;
+        while let Some(t) = a.poll_transmit() {
+            moved = true;
+            let _ = b.receive(NOW, &t.message, rng);
+        }
+        while let Some(t) = b.poll_transmit() {
+            moved = true;
+            let _ = a.receive(NOW, &t.message, rng);
+        }
+        for s in [&mut *a, &mut *b] {
+            while let Some(e) = s.poll_event() {
+                delivered += usize::from(matches!(e, Event::Message { .. }));
+            }
+        }
+        if !moved {
+            break;
+        }
+    }
+    delivered
+}
+
+/// One process's sessions, each with the peer it talks to (the peers stand for the network).
+struct Hub {
+    ours: HashMap<String, Session>,
+    peers: Vec<(String, Session)>,
+    keys: (DsaKeyPair, DsaKeyPair),
+    rng: ChaCha20Rng,
+}
+
+impl Hub {
+    fn grow_to(&mut self, n: usize) {
+        while self.peers.len() < n {
+            let name = format!("peer{:05}", self.peers.len());
+            let mut mine = session("me", &self.keys.0, &mut self.rng);
+            let mut theirs = session(&name, &self.keys.1, &mut self.rng);
+            mine.start(NOW);
+            exchange(&mut mine, &mut theirs, &mut self.rng);
+            assert!(mine.private_with().is_some(), "AKE with {name}");
+            // One message from the peer: the key rotation it causes is done before routing
+            // is timed (it costs a DH key generation, whatever the session count).
+            theirs.send(NOW, "first").expect("private");
+            assert_eq!(exchange(&mut mine, &mut theirs, &mut self.rng), 1, "first message from {name}");
+            self.ours.insert(name.clone(), mine);
+            self.peers.push((name, theirs));
+        }
+    }
+
+    /// Average time to route one message (lookup by peer name, then `receive`) and of the
+    /// lookup alone, over `count` messages to sessions picked at random.
+    fn route_time(&mut self, count: usize) -> (f64, f64) {
+        let mut inbox = Vec::with_capacity(count);
+        for _ in 0..count {
+            let i = (self.rng.next_u64() % self.peers.len() as u64) as usize;
+            let (name, peer) = &mut self.peers[i];
+            peer.send(NOW, "hello, routed").expect("private");
+            while let Some(t) = peer.poll_transmit() {
+                inbox.push((name.clone(), t.message));
+            }
+        }
+        let start = Instant::now();
+        for (from, _) in &inbox {
+            black_box(self.ours.get_mut(from).expect("known peer"));
+        }
+        let lookup = start.elapsed().as_secs_f64() / inbox.len() as f64;
+        let start = Instant::now();
+        for (from, msg) in &inbox {
+            let s = self.ours.get_mut(from).expect("known peer");
+            s.receive(NOW, msg, &mut self.rng).expect("readable");
+            while let Some(e) = s.poll_event() {
+                black_box(e);
+            }
+            while let Some(t) = s.poll_transmit() {
+                black_box(t);
+            }
+        }
+        (start.elapsed().as_secs_f64() / inbox.len() as f64, lookup)
+    }
+}
+
+/// Bytes per endpoint of `n` conversations brought to a state by `prepare`.
+fn per_session(
+    n: usize,
+    keys: &(DsaKeyPair, DsaKeyPair),
+    prepare: impl Fn(&mut Session, &mut Session, &mut ChaCha20Rng),
+) -> usize {
+    let mut rng = ChaCha20Rng::seed_from_u64(5);
+    let before = live();
+    let mut pairs: Vec<(Session, Session)> = Vec::with_capacity(n);
+    let vec_bytes = live() - before;
+    for _ in 0..n {
+        let mut a = session("alice", &keys.0, &mut rng);
+        let mut b = session("bob", &keys.1, &mut rng);
+        prepare(&mut a, &mut b, &mut rng);
+        pairs.push((a, b));
+    }
+    let bytes = (live() - before - vec_bytes) / (2 * n);
+    drop(pairs);
+    bytes
+}
+
+fn flood(keys: &(DsaKeyPair, DsaKeyPair)) {
+    let mut rng = ChaCha20Rng::seed_from_u64(6);
+    let mut victim = session("victim", &keys.0, &mut rng);
+    let tag = victim.instance_tag().get();
+    let before = live();
+    // MAX_PARTIALS + 4 senders each start a message of the largest size, then keep adding
+    // pieces that never complete it.
+    let piece = "A".repeat(60_000);
+    let n = u16::try_from(MAX_MESSAGE_BYTES / piece.len()).expect("small");
+    let mut peak = 0;
+    for sender in 0..(MAX_PARTIALS as u32 + 4) {
+        for k in 1..n {
+            let f = format!("?OTR|{:08x}|{tag:08x},{k:05},{n:05},{piece},", 0x100 + sender);
+            let _ = victim.receive(NOW, &f, &mut rng);
+            peak = peak.max(live() - before);
+        }
+    }
+    let cap = MAX_PARTIALS * MAX_MESSAGE_BYTES;
+    println!(
+        "fragment flood: {} senders x {} pieces of {} B: buffered {} B, heap peak {} B, cap {} B",
+        MAX_PARTIALS + 4,
+        n - 1,
+        piece.len(),
+        victim.buffered_fragment_bytes(),
+        peak,
+        cap
+    );
+    drop(victim);
+
+    // Held-message flood: the user types while no key exchange can finish (the peer never
+    // answers); each text is held until the queue is full, then refused.
+    let config = SessionConfig::new("typist", Policy::ALWAYS, InstanceTag::random(&mut rng));
+    let mut typist = Session::new(config, keys.0.clone());
+    let before = live();
+    let text = "B".repeat(1000);
+    let (mut held, mut refused) = (0, 0);
+    for _ in 0..1000 {
+        match typist.send(NOW, &text) {
+            Ok(_) => held += 1,
+            Err(_) => refused += 1,
+        }
+        while typist.poll_transmit().is_some() {}
+    }
+    println!(
+        "held-message flood: 1000 sends of {} B while no AKE can finish: {held} held, {refused} refused, heap {} B",
+        text.len(),
+        live() - before
+    );
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let mut rng = ChaCha20Rng::seed_from_u64(42);
+    let keys = (DsaKeyPair::generate(&mut rng), DsaKeyPair::generate(&mut rng));
+    let n = if quick { 50 } else { 500 };
+    let idle = per_session(n, &keys, |_, _, _| {});
+    let established = per_session(n, &keys, |a, b, rng| {
+        a.start(NOW);
+        exchange(a, b, rng);
+    });
+    let active = per_session(n, &keys, |a, b, rng| {
+        a.start(NOW);
+        exchange(a, b, rng);
+        for i in 0..4 {
+            a.send(NOW, "hi").expect("private");
+            b.send(NOW, "hi").expect("private");
+            assert_eq!(exchange(a, b, rng), 2, "round {i}");
+        }
+    });
+    println!("bytes per session: idle {idle}, established {established}, active {active}");
+
+    let mut hub = Hub { ours: HashMap::new(), peers: Vec::new(), keys: keys.clone(), rng };
+    let counts: &[usize] = if quick { &[100, 1_000] } else { &[100, 1_000, 10_000] };
+    for &count in counts {
+        let t = Instant::now();
+        hub.grow_to(count);
+        let grow = t.elapsed().as_secs_f64();
+        // The heap holds our sessions and their peers (the same kind of session, in the same
+        // state), plus the two maps: per endpoint is the total over 2 x count.
+        let total = live();
+        // The best of three rounds: on a shared machine the others' bursts only add time.
+        let rounds: Vec<(f64, f64)> = (0..3).map(|_| hub.route_time(2_000)).collect();
+        let route = rounds.iter().map(|r| r.0).fold(f64::INFINITY, f64::min);
+        let lookup = rounds.iter().map(|r| r.1).fold(f64::INFINITY, f64::min);
+        println!(
+            "{count} sessions: heap {:.1} MiB for ours and their peers ({:.0} B per endpoint), route {:.2} us per message, of which lookup {:.3} us (grown in {grow:.1} s)",
+            total as f64 / (1 << 20) as f64,
+            total as f64 / (2 * count) as f64,
+            route * 1e6,
+            lookup * 1e6
+        );
+        println!("route-us {count} {:.3}", route * 1e6);
+    }
+    drop(hub);
+    flood(&keys);
+}
