@@ -19,7 +19,9 @@
 //!
 //! Each delivery from the peer is acknowledged (so the relay deletes it) right after the
 //! session handled it. Deliveries from other accounts are left unacknowledged: they stay on
-//! the relay for a client that talks to them.
+//! the relay for a client that talks to them. A message the relay refuses (queue full, rate
+//! limit, unknown recipient) ends the conversation with [`ClientError::Refused`], so the user
+//! learns that it did not go out; reconnect to go on.
 
 use std::sync::Arc;
 
