@@ -191,6 +191,13 @@ pub(crate) async fn login(
     let stream = tokio_xmpp::client_login(stream, features.sasl_mechanisms, creds).await?;
     let header =
         StreamHeader { to: Some(Cow::Owned(jid.domain().as_str().to_owned())), from: None, id: None };
-    let (features, stream): (_, XmppStream<_>) = stream.send_header(header).await?.recv_features().await?;
+    let (mut features, stream): (_, XmppStream<_>) =
+        stream.send_header(header).await?.recv_features().await?;
+    // No XEP-0198 stream management: when a server no longer knows the stream (it
+    // restarted, or its hibernation time passed) Prosody answers a resumption with
+    // `<failed/>` without `h`, which xmpp-parsers 0.23 rejects; tokio-xmpp 6 then keeps the
+    // stale state and retries the resumption forever. Without it every reconnection is a
+    // fresh login, which is what happens after a server restart anyway.
+    features.stream_management = None;
     Ok(Connection { stream: stream.box_stream(), features, identity })
 }

@@ -10,7 +10,6 @@ use common::{Options, Prosody, expect, jid};
 use otr_core::Event;
 use otr_xmpp::{Client, ClientEvent};
 use tokio_xmpp::parsers::message::{Lang, Message};
-use tokio_xmpp::xmlstream::Timeouts;
 
 fn secure(e: &ClientEvent) -> Option<otr_core::Fingerprint> {
     match e {
@@ -93,20 +92,7 @@ async fn conversation_through_prosody() {
     ));
 
     // Control: a plain tokio-xmpp client sends bob a message without hints; MAM keeps it.
-    let carol_cfg = server.client_config("carol", 3);
-    let connector = otr_xmpp::StartTls::new(&carol_cfg).unwrap();
-    let mut carol = tokio_xmpp::Client::new_with_connector(
-        carol_cfg.jid.clone(),
-        carol_cfg.password.to_string(),
-        connector,
-        Timeouts::default(),
-    );
-    use futures_util::StreamExt;
-    while let Some(ev) = carol.next().await {
-        if ev.is_online() {
-            break;
-        }
-    }
+    let mut carol = common::raw_client(&server, "carol").await;
     let control =
         Message::chat(Some(b.clone().into())).with_body(Lang::default(), "control-archived-marker".into());
     carol.send_stanza(control.into()).await.unwrap();

@@ -39,6 +39,7 @@ impl Prosody {
     /// Starts Prosody, or returns `None` (with the reason on stderr) when it is not installed
     /// and the environment does not require it.
     pub fn start(opts: Options) -> Option<Prosody> {
+        init_logging();
         if Command::new("prosodyctl")
             .arg("about")
             .stdout(Stdio::null())
@@ -182,6 +183,51 @@ impl Prosody {
 impl Drop for Prosody {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// A plain tokio-xmpp client for a new account `name`, online with presence sent (it trusts
+/// the test CA through our connector).
+pub async fn raw_client(server: &Prosody, name: &str) -> tokio_xmpp::Client {
+    use futures_util::StreamExt;
+    let cfg = server.client_config(name, 99);
+    let connector = otr_xmpp::StartTls::new(&cfg).expect("connector");
+    let mut c = tokio_xmpp::Client::new_with_connector(
+        cfg.jid.clone(),
+        cfg.password.to_string(),
+        connector,
+        tokio_xmpp::xmlstream::Timeouts::default(),
+    );
+    let online = tokio::time::timeout(STEP, async {
+        while let Some(ev) = c.next().await {
+            if ev.is_online() {
+                return true;
+            }
+        }
+        false
+    });
+    assert!(online.await.unwrap_or(false), "{name} did not get online");
+    c.send_stanza(tokio_xmpp::parsers::presence::Presence::available().into()).await.expect("presence");
+    c
+}
+
+/// With `OTR_XMPP_TEST_LOG` set, tokio-xmpp's log (stream errors, reconnections) goes to
+/// stderr: what to look at when a test fails on a server's behaviour.
+fn init_logging() {
+    struct Stderr;
+    impl log::Log for Stderr {
+        fn enabled(&self, m: &log::Metadata) -> bool {
+            m.target().starts_with("tokio_xmpp")
+        }
+        fn log(&self, r: &log::Record) {
+            if self.enabled(r.metadata()) {
+                eprintln!("[{} {}] {}", r.level(), r.target(), r.args());
+            }
+        }
+        fn flush(&self) {}
+    }
+    if std::env::var_os("OTR_XMPP_TEST_LOG").is_some() && log::set_boxed_logger(Box::new(Stderr)).is_ok() {
+        log::set_max_level(log::LevelFilter::Debug);
     }
 }
 

@@ -1,0 +1,180 @@
+//! Faults, through a real Prosody: the server restarted mid-conversation, a message to an
+//! offline contact (and to an account that does not exist), malformed stanzas and OTR
+//! messages from a hostile client.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::{Options, Prosody, expect, jid, raw_client};
+use otr_core::{Event, ReceiveError, Sent};
+use otr_xmpp::{BareJid, Client, ClientEvent, DefinedCondition, Events, Rejected};
+use tokio_xmpp::parsers::message::{Lang, Message, MessageType};
+use tokio_xmpp::parsers::minidom::Element;
+
+fn secure(e: &ClientEvent) -> Option<otr_core::Ssid> {
+    match e {
+        ClientEvent::Otr { event: Event::Secure { ssid, .. }, .. } => Some(*ssid),
+        _ => None,
+    }
+}
+
+fn text_of(e: &ClientEvent) -> Option<(String, bool)> {
+    match e {
+        ClientEvent::Otr { event: Event::Message { text, encrypted, .. }, .. } => {
+            Some((text.clone(), *encrypted))
+        }
+        _ => None,
+    }
+}
+
+async fn say(from: &Client, to: &BareJid, events: &mut Events, text: &str) {
+    assert_eq!(from.send(to, text).await.unwrap(), Sent::Encrypted);
+    assert_eq!(expect(events, text, text_of).await, (text.to_owned(), true));
+}
+
+/// Prosody is killed and started again while alice and bob are private. Both clients are
+/// told (ConnectionLost, then Online), reconnect by themselves, and the OTR conversation
+/// goes on with the same keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prosody_restart_mid_conversation() {
+    let Some(mut server) = Prosody::start(Options::default()) else { return };
+    let (alice, mut alice_ev) = Client::connect(server.client_config("alice", 21)).await.unwrap();
+    let (bob, mut bob_ev) = Client::connect(server.client_config("bob", 22)).await.unwrap();
+    let (a, b) = (jid("alice"), jid("bob"));
+    alice.start(&b).await.unwrap();
+    let ssid = expect(&mut alice_ev, "Secure", secure).await;
+    expect(&mut bob_ev, "Secure", secure).await;
+    say(&alice, &b, &mut bob_ev, "before the restart").await;
+
+    let t0 = std::time::Instant::now();
+    server.restart();
+    for events in [&mut alice_ev, &mut bob_ev] {
+        expect(events, "ConnectionLost", |e| matches!(e, ClientEvent::ConnectionLost).then_some(())).await;
+        let resumed = expect(events, "Online again", |e| match e {
+            ClientEvent::Online { resumed, .. } => Some(*resumed),
+            _ => None,
+        })
+        .await;
+        // The server lost every stream: nothing to resume.
+        assert!(!resumed);
+    }
+    eprintln!("both clients back online {:?} after the restart", t0.elapsed());
+
+    assert_eq!(alice.private_with(&b).await.unwrap().map(|p| p.ssid), Some(ssid));
+    say(&alice, &b, &mut bob_ev, "after the restart, alice").await;
+    say(&bob, &a, &mut alice_ev, "after the restart, bob").await;
+    assert_eq!(bob.private_with(&a).await.unwrap().map(|p| p.ssid), Some(ssid));
+    alice.close().await.unwrap();
+    bob.close().await.unwrap();
+}
+
+/// A message to a contact who is offline waits (OTR holds it, the query sits in the
+/// server's offline store); when the contact logs in, the key exchange completes and the
+/// message arrives encrypted. A message to an account that does not exist comes back as
+/// a typed Undeliverable event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn message_to_offline_contact() {
+    let Some(server) = Prosody::start(Options::default()) else { return };
+    let carol_cfg = server.client_config("carol", 32);
+    let (alice, mut alice_ev) = Client::connect(server.client_config("alice", 31)).await.unwrap();
+    let (a, c) = (jid("alice"), jid("carol"));
+
+    assert_eq!(alice.send(&c, "left while you were away").await.unwrap(), Sent::Held);
+    // Give the query time to reach the offline store before carol logs in.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let (carol, mut carol_ev) = Client::connect(carol_cfg).await.unwrap();
+    expect(&mut carol_ev, "Secure", secure).await;
+    expect(&mut alice_ev, "Secure", secure).await;
+    assert_eq!(
+        expect(&mut carol_ev, "held message", text_of).await,
+        ("left while you were away".to_owned(), true)
+    );
+    say(&carol, &a, &mut alice_ev, "got it").await;
+
+    let nobody = jid("nobody");
+    assert_eq!(alice.send(&nobody, "anyone?").await.unwrap(), Sent::Held);
+    let (peer, condition) = expect(&mut alice_ev, "Undeliverable", |e| match e {
+        ClientEvent::Undeliverable { peer, condition } => Some((peer.clone(), condition.clone())),
+        _ => None,
+    })
+    .await;
+    assert_eq!(peer, nobody);
+    assert_eq!(condition, Some(DefinedCondition::ServiceUnavailable));
+    alice.close().await.unwrap();
+    carol.close().await.unwrap();
+}
+
+/// A hostile client sends alice broken OTR messages and odd stanzas. Each is reported as a
+/// typed event (or dropped by tokio-xmpp when it is not a valid stanza); nothing panics,
+/// the connection stays up, and alice's private conversation with bob is unharmed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_stanzas_and_messages() {
+    let Some(server) = Prosody::start(Options::default()) else { return };
+    let (alice, mut alice_ev) = Client::connect(server.client_config("alice", 41)).await.unwrap();
+    let (bob, mut bob_ev) = Client::connect(server.client_config("bob", 42)).await.unwrap();
+    let mut mallory = raw_client(&server, "mallory").await;
+    let (a, b, m) = (jid("alice"), jid("bob"), jid("mallory"));
+    alice.start(&b).await.unwrap();
+    expect(&mut alice_ev, "Secure", secure).await;
+    expect(&mut bob_ev, "Secure", secure).await;
+
+    let chat = |body: &str| Message::chat(Some(a.clone().into())).with_body(Lang::default(), body.to_owned());
+    let otr_error = |e: &ClientEvent| match e {
+        ClientEvent::OtrError { peer, error } => Some((peer.clone(), *error)),
+        _ => None,
+    };
+
+    // Not base64.
+    mallory.send_stanza(chat("?OTR:AAMD!!!!.").into()).await.unwrap();
+    let (peer, err) = expect(&mut alice_ev, "OtrError (bad base64)", otr_error).await;
+    assert_eq!(peer, m);
+    assert!(matches!(err, ReceiveError::Malformed(_)), "{err:?}");
+
+    // A data message (type 3) cut short after its header.
+    mallory.send_stanza(chat("?OTR:AAMDAAABAAAAAAEA.").into()).await.unwrap();
+    let (_, err) = expect(&mut alice_ev, "OtrError (truncated)", otr_error).await;
+    assert!(matches!(err, ReceiveError::Malformed(_) | ReceiveError::OtherInstance), "{err:?}");
+
+    // A fragment claiming an absurd count.
+    mallory.send_stanza(chat("?OTR|00000101|00000000,00001,65535,xyz,").into()).await.unwrap();
+    let (_, err) = expect(&mut alice_ev, "OtrError (fragment)", otr_error).await;
+    assert!(matches!(err, ReceiveError::Fragment(_) | ReceiveError::Malformed(_)), "{err:?}");
+
+    // A headline with a body: not a one-to-one chat. (Prosody itself bounces groupchat
+    // messages sent to an account.)
+    let mut headline = chat("?OTR?v3?");
+    headline.type_ = MessageType::Headline;
+    mallory.send_stanza(headline.into()).await.unwrap();
+    let reason = expect(&mut alice_ev, "Rejected", |e| match e {
+        ClientEvent::Rejected { reason, .. } => Some(reason.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(reason, Rejected::NotOneToOne(MessageType::Headline));
+
+    // Not a valid stanza for xmpp-parsers (two <thread/>s), though Prosody routes it:
+    // tokio-xmpp drops it without closing the stream, and nothing reaches OTR (else its
+    // body would be the next event below).
+    let mut twice = chat("first");
+    for id in ["t1", "t2"] {
+        twice.payloads.push(Element::builder("thread", "jabber:client").append(id).build());
+    }
+    mallory.send_stanza(twice.into()).await.unwrap();
+
+    // Plaintext while alice requires encryption: flagged, never shown as private.
+    mallory.send_stanza(chat("still connected?").into()).await.unwrap();
+    let text = expect(&mut alice_ev, "UnencryptedReceived", |e| match e {
+        ClientEvent::Otr { event: Event::UnencryptedReceived { text }, .. } => Some(text.clone()),
+        ClientEvent::ConnectionLost => panic!("a malformed stanza cost alice her connection"),
+        _ => None,
+    })
+    .await;
+    assert_eq!(text, "still connected?");
+
+    // The private conversation with bob is unharmed.
+    say(&bob, &a, &mut alice_ev, "all fine here").await;
+    say(&alice, &b, &mut bob_ev, "here too").await;
+    let _ = mallory.send_end().await;
+    alice.close().await.unwrap();
+    bob.close().await.unwrap();
+}
