@@ -24,7 +24,6 @@ struct Conversation {
     alice: Session,
     bob: Session,
     rng: ChaCha20Rng,
-    delivered: usize,
 }
 
 impl Conversation {
@@ -35,7 +34,7 @@ impl Conversation {
             Session::new(config, key.clone())
         };
         let (alice, bob) = (session("alice", &keys.0), session("bob", &keys.1));
-        Self { alice, bob, rng, delivered: 0 }
+        Self { alice, bob, rng }
     }
 
     fn established(keys: &(DsaKeyPair, DsaKeyPair)) -> Self {
@@ -63,7 +62,6 @@ impl Conversation {
                 while let Some(e) = s.poll_event() {
                     if let Event::Message { text, .. } = e {
                         black_box(text);
-                        self.delivered += 1;
                     }
                 }
             }
@@ -132,7 +130,6 @@ fn data(c: &mut Criterion, keys: &(DsaKeyPair, DsaKeyPair)) {
         })
     });
     g.finish();
-    assert!(conv.delivered > 0);
 }
 
 fn smp(c: &mut Criterion, keys: &(DsaKeyPair, DsaKeyPair)) {

@@ -754,6 +754,25 @@ impl KeyStore {
         Ok(out)
     }
 
+    /// The contents decoder that [`KeyStore::open`] runs after authentication, exposed to
+    /// the fuzz targets only (cargo-fuzz builds with `--cfg fuzzing`).
+    ///
+    /// # Errors
+    /// As [`KeyStore::open`] for malformed contents.
+    #[cfg(fuzzing)]
+    pub fn fuzz_decode_contents(bytes: &[u8]) -> Result<Self, KeystoreError> {
+        Self::decode_contents(bytes)
+    }
+
+    /// The contents encoder that [`KeyStore::seal`] encrypts, for the fuzz targets only.
+    ///
+    /// # Errors
+    /// As [`KeyStore::seal`].
+    #[cfg(fuzzing)]
+    pub fn fuzz_encode_contents(&self) -> Result<Zeroizing<Vec<u8>>, KeystoreError> {
+        self.encode_contents()
+    }
+
     fn decode_contents(bytes: &[u8]) -> Result<Self, KeystoreError> {
         let bad = |what: &'static str| move |_: WireError| KeystoreError::Contents(what);
         let mut r = Reader::new(bytes);
