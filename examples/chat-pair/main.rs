@@ -12,6 +12,12 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     println!("otr-rs chat-pair: alice (async-std) and bob (tokio) talk OTR v3 through a relay\n");
+    println!("Each line: seconds since the start, who, what happened.");
+    println!(
+        "  → relay → PEER [kind] ?OTR:…   what went over the wire, abbreviated: all the relay ever sees;"
+    );
+    println!("                                 data messages show the key ids in their header");
+    println!("  relay stored / deleted #N       what the relay held on disk, and when it deleted it\n");
     let outcome = match demo::run(true) {
         Ok(o) => o,
         Err(e) => {
