@@ -97,8 +97,9 @@ struct Private {
     ssid: Ssid,
     their_key: DsaPublicKey,
     smp: Smp,
-    /// Texts sent recently (for [`Event::MaybeNotDelivered`]).
-    recent: VecDeque<(Timestamp, Zeroizing<String>)>,
+    /// Plaintexts (text, NUL) sent recently, for [`Event::MaybeNotDelivered`]: the buffer that
+    /// was encrypted is kept, not a second copy of the text.
+    recent: VecDeque<(Timestamp, Zeroizing<Vec<u8>>)>,
 }
 
 impl Private {
@@ -468,7 +469,7 @@ impl Session {
             {
                 p.recent.pop_front();
             }
-            p.recent.push_back((now, Zeroizing::new(text.to_owned())));
+            p.recent.push_back((now, plain));
         }
     }
 
@@ -666,7 +667,7 @@ impl Session {
             .recent
             .drain(..)
             .filter(|(t, _)| t.plus_millis(RECENT_MS) >= now && *t >= since)
-            .map(|(_, text)| String::clone(&text))
+            .map(|(_, plain)| String::from_utf8_lossy(tlv::split_plaintext(&plain).0).into_owned())
             .collect();
         if !texts.is_empty() {
             self.events.push_back(Event::MaybeNotDelivered { instance: inst.tag, texts });
@@ -1040,8 +1041,14 @@ impl Session {
     /// the size limit.
     fn push_encoded(&mut self, bytes: &[u8], header: &Header) {
         let whole = message::encode_envelope(bytes);
+        let max = self.config.max_message_size;
+        if max == 0 || whole.len() <= max {
+            // It fits: queue it as it is (what `fragment::split` would copy).
+            self.outgoing.push_back(Transmit { message: whole });
+            return;
+        }
         let tags = (header.version == message::VERSION_3).then_some((header.sender, header.receiver));
-        for piece in fragment::split(&whole, self.config.max_message_size, tags) {
+        for piece in fragment::split(&whole, max, tags) {
             self.outgoing.push_back(Transmit { message: piece });
         }
     }
