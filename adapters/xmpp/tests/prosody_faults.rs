@@ -178,3 +178,31 @@ async fn malformed_stanzas_and_messages() {
     alice.close().await.unwrap();
     bob.close().await.unwrap();
 }
+
+/// The server's certificate is verified: a client trusting other CAs, or expecting another
+/// name, is refused before it logs in; a wrong password is refused by the server. Each is a
+/// typed error from `connect`, not a retry loop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_failures_are_typed() {
+    let Some(server) = Prosody::start(Options::default()) else { return };
+    let good = server.client_config("alice", 51);
+
+    let mut other_ca = good.clone();
+    let stranger = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    other_ca.trust = otr_xmpp::Trust::Roots(vec![stranger.cert.der().clone()]);
+    let err = Client::connect(other_ca).await.unwrap_err();
+    assert!(matches!(err, otr_xmpp::ConnectError::Certificate(_)), "{err}");
+
+    let mut other_name = good.clone();
+    other_name.tls_server_name = Some("xmpp.example.org".to_owned());
+    let err = Client::connect(other_name).await.unwrap_err();
+    assert!(matches!(err, otr_xmpp::ConnectError::Certificate(_)), "{err}");
+
+    let mut wrong_password = good.clone();
+    wrong_password.password = "not the password".to_owned().into();
+    let err = Client::connect(wrong_password).await.unwrap_err();
+    assert!(matches!(err, otr_xmpp::ConnectError::Auth(_)), "{err}");
+
+    let (client, _events) = Client::connect(good).await.unwrap();
+    client.close().await.unwrap();
+}
