@@ -111,3 +111,36 @@ async fn futures_client_talks_to_a_tokio_client() {
     client.close().await;
     h.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn keepalives_hold_an_idle_connection_open() {
+    let dir = TempDir::new("futures-keepalive");
+    add(dir.path(), "alice");
+    // The relay closes a connection idle for 300 ms; the client pings every 100 ms.
+    let mut limits = test_limits();
+    limits.idle_timeout = std::time::Duration::from_millis(300);
+    let h = start(dir.path(), limits).await;
+    let mut alice_config = config(&h, "alice");
+    alice_config.keepalive = std::time::Duration::from_millis(100);
+    let stats = async_std::task::spawn(async move {
+        use futures_lite::FutureExt;
+        let mut conv = conversation(&alice_config, "bob").await.unwrap();
+        conv.flush().await.unwrap(); // the login
+        let idle = async {
+            let u = conv.next_event().await;
+            panic!("an idle connection reports nothing (and is not closed): {u:?}");
+        };
+        idle.or(async {
+            async_io::Timer::after(std::time::Duration::from_millis(1000)).await;
+        })
+        .await;
+        assert!(conv.send("still here").await.is_ok());
+        conv.stats()
+    })
+    .await;
+    println!("1 s idle, pings every 100 ms: {stats:?}");
+    // About ten pings in a second, and the loop woke about once per ping (pong included).
+    assert!((5..=15).contains(&stats.keepalives), "{stats:?}");
+    assert!(stats.iterations <= 6 * stats.keepalives + 10, "{stats:?}");
+    h.shutdown().await.unwrap();
+}
