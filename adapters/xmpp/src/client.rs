@@ -17,8 +17,8 @@ use tokio_xmpp::Stanza;
 use tokio_xmpp::stanzastream::{Connection, Event as StreamItem, StanzaStream, StreamEvent};
 use tokio_xmpp::xmlstream::Timeouts;
 use xmpp_parsers::iq::Iq;
-use xmpp_parsers::jid::{BareJid, FullJid, Jid};
-use xmpp_parsers::presence::{Presence, Type as PresenceType};
+use xmpp_parsers::jid::{BareJid, Jid};
+use xmpp_parsers::presence::Presence;
 use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType, StanzaError};
 use zeroize::Zeroizing;
 
@@ -117,8 +117,9 @@ pub enum ClientEvent {
         /// The event.
         event: Event,
     },
-    /// A message from `peer` was not accepted by its OTR session (malformed, unreadable, for
-    /// another client). The session is unharmed; where OTR says so the peer was told.
+    /// A message from `peer` was not accepted by its OTR session (malformed, unreadable).
+    /// The session is unharmed; where OTR says so the peer was told. (Messages for another
+    /// client of our account are normal when we use several, and not reported.)
     OtrError {
         /// The contact.
         peer: BareJid,
@@ -213,7 +214,8 @@ pub struct Client {
 
 impl Client {
     /// Logs in (TCP, StartTLS with the server's certificate verified, SASL), binds a
-    /// resource, sends our presence, and starts the task that runs the conversations.
+    /// resource, sends our presence and waits until the server has it (from then on messages
+    /// to our bare JID reach us), and starts the task that runs the conversations.
     ///
     /// # Errors
     /// [`ConnectError`] says what failed: trust setup, certificate, password, network, time.
@@ -243,8 +245,23 @@ impl Client {
         .await
         .map_err(|_| ConnectError::Timeout(limit))?
         .ok_or_else(|| ConnectError::Network("the stream closed during resource binding".to_owned()))?;
-        // Servers deliver messages to our bare JID only after our initial presence.
+        // Servers deliver messages to our bare JID only after our initial presence. The
+        // server sends it back to us too (RFC 6121 §4.2.2): once it has, messages to our bare
+        // JID reach us. What arrives meanwhile is kept for the task.
         let _token = stream.send(Box::new(Presence::available().into())).await;
+        let mut early = Vec::new();
+        tokio::time::timeout(limit, async {
+            while let Some(item) = stream.next().await {
+                if let StreamItem::Stanza(Stanza::Presence(p)) = &item {
+                    if p.from.as_ref() == Some(&jid) {
+                        return;
+                    }
+                }
+                early.push(item);
+            }
+        })
+        .await
+        .map_err(|_| ConnectError::Timeout(limit))?;
 
         let (commands, commands_rx) = mpsc::channel(64);
         let fingerprint = config.identity.public().fingerprint();
@@ -258,7 +275,7 @@ impl Client {
             epoch: Instant::now(),
             own: jid.clone(),
         };
-        tokio::spawn(task.run());
+        tokio::spawn(task.run(early));
         Ok((Client { commands, jid, fingerprint }, Events(events_rx)))
     }
 
@@ -300,6 +317,16 @@ impl Client {
     pub async fn send(&self, to: &BareJid, text: &str) -> Result<Sent, ClientError> {
         let text = Zeroizing::new(text.to_owned());
         Ok(self.with_session(to, move |s, now, _| s.send(now, &text)).await??)
+    }
+
+    /// Sends `text` encrypted to one particular client (OTR instance) of `to`, e.g. the one
+    /// an [`Event::Message`] came from.
+    ///
+    /// # Errors
+    /// [`ClientError::Otr`] unless the conversation with that instance is private.
+    pub async fn send_to(&self, to: &BareJid, instance: InstanceTag, text: &str) -> Result<(), ClientError> {
+        let text = Zeroizing::new(text.to_owned());
+        Ok(self.with_session(to, move |s, now, _| s.send_to(now, instance, &text)).await??)
     }
 
     /// Asks `to` for a private conversation (an OTR query message).
@@ -429,20 +456,15 @@ fn reconnector(
     })
 }
 
-/// What we keep per contact.
-struct Peer {
-    session: Session,
-    /// The client of the contact that wrote last (XEP-0296 resource locking): we answer it
-    /// directly; the server falls back to the bare JID if it went away.
-    resource: Option<FullJid>,
-}
-
 /// The task behind a [`Client`].
 struct Task {
     stream: StanzaStream,
     commands: mpsc::Receiver<Command>,
     events: mpsc::Sender<ClientEvent>,
-    peers: HashMap<BareJid, Peer>,
+    /// One session per contact. Everything goes to the contact's bare JID: the server hands
+    /// it to each of the contact's clients, and OTR instance tags decide which one it is for
+    /// (answering only the client that wrote last would starve the others' key exchanges).
+    peers: HashMap<BareJid, Session>,
     config: Config,
     rng: SystemRng,
     epoch: Instant,
@@ -456,11 +478,15 @@ impl Task {
 
     /// The earliest time a session wants [`Session::handle_timeout`].
     fn next_timeout(&self) -> Option<Instant> {
-        let due = self.peers.values().filter_map(|p| p.session.poll_timeout()).min()?;
+        let due = self.peers.values().filter_map(Session::poll_timeout).min()?;
         Some(self.epoch + Duration::from_millis(due.0))
     }
 
-    async fn run(mut self) {
+    /// Handles `early` (what arrived while `connect` waited), then runs until closed.
+    async fn run(mut self, early: Vec<StreamItem>) {
+        for item in early {
+            self.on_stream(item).await;
+        }
         loop {
             let deadline = self.next_timeout();
             tokio::select! {
@@ -468,8 +494,8 @@ impl Task {
                     Some(Command::Session { to, job }) => {
                         let now = self.now();
                         if self.ensure_peer(&to) {
-                            if let Some(peer) = self.peers.get_mut(&to) {
-                                job(&mut peer.session, now, &mut self.rng);
+                            if let Some(session) = self.peers.get_mut(&to) {
+                                job(session, now, &mut self.rng);
                             }
                             self.flush(&to).await;
                         }
@@ -494,12 +520,12 @@ impl Task {
                     let due: Vec<BareJid> = self
                         .peers
                         .iter()
-                        .filter(|(_, p)| p.session.poll_timeout().is_some_and(|t| t <= now))
+                        .filter(|(_, s)| s.poll_timeout().is_some_and(|t| t <= now))
                         .map(|(j, _)| j.clone())
                         .collect();
                     for jid in due {
-                        if let Some(p) = self.peers.get_mut(&jid) {
-                            p.session.handle_timeout(now);
+                        if let Some(s) = self.peers.get_mut(&jid) {
+                            s.handle_timeout(now);
                         }
                         self.flush(&jid).await;
                     }
@@ -518,24 +544,21 @@ impl Task {
                 SessionConfig::new(self.config.jid.to_string(), self.config.policy, self.config.instance_tag);
             cfg.max_message_size = self.config.max_message_size;
             let session = Session::new(cfg, self.config.identity.clone());
-            self.peers.insert(jid.clone(), Peer { session, resource: None });
+            self.peers.insert(jid.clone(), session);
         }
         true
     }
 
     /// Sends what the session with `jid` has to send, then hands its events to the application.
     async fn flush(&mut self, jid: &BareJid) {
-        let Some(peer) = self.peers.get_mut(jid) else { return };
-        let to: Jid = match &peer.resource {
-            Some(full) => full.clone().into(),
-            None => jid.clone().into(),
-        };
+        let Some(session) = self.peers.get_mut(jid) else { return };
+        let to: Jid = jid.clone().into();
         let mut out = Vec::new();
-        while let Some(t) = peer.session.poll_transmit() {
+        while let Some(t) = session.poll_transmit() {
             out.push(t.message);
         }
         let mut events = Vec::new();
-        while let Some(e) = peer.session.poll_event() {
+        while let Some(e) = session.poll_event() {
             events.push(e);
         }
         for body in out {
@@ -566,7 +589,8 @@ impl Task {
             }
             StreamItem::Stanza(Stanza::Message(m)) => self.on_message(m).await,
             StreamItem::Stanza(Stanza::Iq(iq)) => self.on_iq(iq).await,
-            StreamItem::Stanza(Stanza::Presence(p)) => self.on_presence(p),
+            // Presence (of contacts who share theirs) changes nothing for OTR.
+            StreamItem::Stanza(Stanza::Presence(_)) => {}
         }
     }
 
@@ -576,31 +600,27 @@ impl Task {
             Incoming::Rejected { from, reason } => self.emit(ClientEvent::Rejected { from, reason }).await,
             Incoming::Bounce { from, condition } => {
                 let peer = from.to_bare();
-                // Our resource lock may point at a client that is gone.
-                if let Some(p) = self.peers.get_mut(&peer) {
-                    p.resource = None;
-                }
                 self.emit(ClientEvent::Undeliverable { peer, condition }).await;
             }
             Incoming::Body { from, body } => {
                 let jid = from.to_bare();
                 let now = self.now();
-                let peer = match self.ensure_peer(&jid) {
+                let session = match self.ensure_peer(&jid) {
                     true => self.peers.get_mut(&jid),
                     false => None,
                 };
-                let Some(peer) = peer else {
+                let Some(session) = session else {
                     self.emit(ClientEvent::Rejected { from: Some(from), reason: Rejected::TooManyContacts })
                         .await;
                     return;
                 };
-                if let Ok(full) = from.try_into_full() {
-                    peer.resource = Some(full);
-                }
-                let result = peer.session.receive(now, &body, &mut self.rng);
+                let result = session.receive(now, &body, &mut self.rng);
                 self.flush(&jid).await;
-                if let Err(error) = result {
-                    self.emit(ClientEvent::OtrError { peer: jid, error }).await;
+                match result {
+                    // The contact's other clients see what we send to one of them (all go to
+                    // the bare JID): for them it is normal traffic, not an error.
+                    Ok(()) | Err(ReceiveError::OtherInstance) => {}
+                    Err(error) => self.emit(ClientEvent::OtrError { peer: jid, error }).await,
                 }
             }
         }
@@ -621,26 +641,13 @@ impl Task {
         let _token = self.stream.send(Box::new(reply.into())).await;
     }
 
-    /// A contact's client going offline releases our lock on it.
-    fn on_presence(&mut self, p: Presence) {
-        if p.type_ != PresenceType::Unavailable {
-            return;
-        }
-        let Some(from) = p.from else { return };
-        if let Some(peer) = self.peers.get_mut(&from.to_bare()) {
-            if peer.resource.as_ref().is_some_and(|r| Jid::from(r.clone()) == from) {
-                peer.resource = None;
-            }
-        }
-    }
-
     /// Ends every private conversation, sends what that produced, closes the stream.
     async fn shutdown(mut self) {
         let now = self.now();
         let jids: Vec<BareJid> = self.peers.keys().cloned().collect();
         for jid in jids {
-            if let Some(p) = self.peers.get_mut(&jid) {
-                p.session.end(now);
+            if let Some(s) = self.peers.get_mut(&jid) {
+                s.end(now);
             }
             self.flush(&jid).await;
         }

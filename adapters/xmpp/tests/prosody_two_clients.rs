@@ -114,3 +114,68 @@ async fn conversation_through_prosody() {
     assert!(!stored.contains("?OTR"), "OTR messages were archived despite <no-permanent-store/>:\n{stored}");
     eprintln!("whole conversation test: {:?}", started.elapsed());
 }
+
+/// Bob is logged in twice (say phone and laptop). Alice's one session with bob@localhost
+/// holds a private conversation with each of his clients, told apart by instance tags: each
+/// client's messages arrive with its tag, and what alice sends to one tag reaches only that
+/// client, although the server hands both clients everything sent to the bare JID.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_clients_of_one_account() {
+    let Some(server) = Prosody::start(Options::default()) else { return };
+    let (alice, mut alice_ev) = Client::connect(server.client_config("alice", 61)).await.unwrap();
+    let phone_cfg = server.client_config("bob", 62);
+    let mut laptop_cfg = phone_cfg.clone();
+    laptop_cfg.identity = common::key(63);
+    laptop_cfg.instance_tag = otr_core::InstanceTag::new(0x0bad_cafe).unwrap();
+    let (phone, mut phone_ev) = Client::connect(phone_cfg.clone()).await.unwrap();
+    let (laptop, mut laptop_ev) = Client::connect(laptop_cfg.clone()).await.unwrap();
+    let (a, b) = (jid("alice"), jid("bob"));
+
+    // One query to bob@localhost: both of his clients answer, alice gets two conversations.
+    alice.start(&b).await.unwrap();
+    let mut secured = Vec::new();
+    for _ in 0..2 {
+        secured.push(
+            expect(&mut alice_ev, "Secure", |e| match e {
+                ClientEvent::Otr { event: Event::Secure { instance, fingerprint, .. }, .. } => {
+                    Some((*instance, *fingerprint))
+                }
+                _ => None,
+            })
+            .await,
+        );
+    }
+    secured.sort_by_key(|(tag, _)| *tag == laptop_cfg.instance_tag);
+    assert_eq!(
+        secured,
+        vec![(phone_cfg.instance_tag, phone.fingerprint()), (laptop_cfg.instance_tag, laptop.fingerprint())]
+    );
+    expect(&mut phone_ev, "phone Secure", secure).await;
+    expect(&mut laptop_ev, "laptop Secure", secure).await;
+
+    let from_instance = |e: &ClientEvent| match e {
+        ClientEvent::Otr { event: Event::Message { instance, text, encrypted: true }, .. } => {
+            Some((*instance, text.clone()))
+        }
+        _ => None,
+    };
+    phone.send(&a, "from the phone").await.unwrap();
+    assert_eq!(
+        expect(&mut alice_ev, "phone's message", from_instance).await,
+        (Some(phone_cfg.instance_tag), "from the phone".to_owned())
+    );
+    laptop.send(&a, "from the laptop").await.unwrap();
+    assert_eq!(
+        expect(&mut alice_ev, "laptop's message", from_instance).await,
+        (Some(laptop_cfg.instance_tag), "from the laptop".to_owned())
+    );
+
+    alice.send_to(&b, phone_cfg.instance_tag, "to the phone").await.unwrap();
+    alice.send_to(&b, laptop_cfg.instance_tag, "to the laptop").await.unwrap();
+    assert_eq!(expect(&mut phone_ev, "message", message).await, ("to the phone".to_owned(), true));
+    // The laptop's next message is its own: the phone's never reached its user.
+    assert_eq!(expect(&mut laptop_ev, "message", message).await, ("to the laptop".to_owned(), true));
+    for c in [&alice, &phone, &laptop] {
+        c.close().await.unwrap();
+    }
+}
