@@ -12,7 +12,7 @@
 //! when a contact's key is new, known, verified or CHANGED. Commands: `/start`, `/end`,
 //! `/smp [QUESTION]` (then type the secret), `/answer SECRET`, `/fingerprint`, `/quit`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use otr::keystore::{ContactId, KdfParams, Observation, Seen};
@@ -70,7 +70,7 @@ fn parse_args() -> Result<Args, String> {
 }
 
 /// Opens (or creates) the key store and makes sure `account` has a key.
-fn open_store(path: &PathBuf, account: &str) -> Result<Store, String> {
+fn open_store(path: &Path, account: &str) -> Result<Store, String> {
     let pass = match std::env::var("OTR_PASSPHRASE") {
         Ok(v) => Zeroizing::new(v),
         Err(_) => rpassword::prompt_password("Passphrase for the key store: ")

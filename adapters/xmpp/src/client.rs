@@ -30,7 +30,8 @@ use crate::tls::{StartTls, Trust, login};
 type SystemRng = rand_core::UnwrapErr<getrandom::SysRng>;
 
 /// Most contacts with a session at once; a message from yet another contact is rejected
-/// (so strangers cannot make us hold unbounded state).
+/// (so strangers cannot make us hold unbounded state). Contacts the application itself
+/// writes to are always served.
 pub const MAX_CONTACTS: usize = 4096;
 
 /// Stanzas waiting to be written (they wait while the connection is down).
@@ -445,10 +446,9 @@ fn reconnector(
                     Err(e) => {
                         let error = ConnectError::from_xmpp(e).to_string();
                         delay = (delay * 2).min(max_delay);
-                        if events.send(ClientEvent::ReconnectFailed { error, retry_in: delay }).await.is_err()
-                        {
-                            return;
-                        }
+                        // Without a reader the event is lost, but the stream still waits for
+                        // its connection: the slot is only dropped once the stream is gone.
+                        let _ = events.send(ClientEvent::ReconnectFailed { error, retry_in: delay }).await;
                     }
                 }
             }
@@ -493,12 +493,11 @@ impl Task {
                 cmd = self.commands.recv() => match cmd {
                     Some(Command::Session { to, job }) => {
                         let now = self.now();
-                        if self.ensure_peer(&to) {
-                            if let Some(session) = self.peers.get_mut(&to) {
-                                job(session, now, &mut self.rng);
-                            }
-                            self.flush(&to).await;
-                        }
+                        // The user's own contacts are not subject to MAX_CONTACTS.
+                        let config = &self.config;
+                        let session = self.peers.entry(to.clone()).or_insert_with(|| new_session(config));
+                        job(session, now, &mut self.rng);
+                        self.flush(&to).await;
                     }
                     Some(Command::Close { done }) => {
                         self.shutdown().await;
@@ -534,17 +533,14 @@ impl Task {
         }
     }
 
-    /// Creates the session with `jid` on first use; false past [`MAX_CONTACTS`].
+    /// Creates the session with a contact who wrote to us on first use; false past
+    /// [`MAX_CONTACTS`].
     fn ensure_peer(&mut self, jid: &BareJid) -> bool {
         if !self.peers.contains_key(jid) {
             if self.peers.len() >= MAX_CONTACTS {
                 return false;
             }
-            let mut cfg =
-                SessionConfig::new(self.config.jid.to_string(), self.config.policy, self.config.instance_tag);
-            cfg.max_message_size = self.config.max_message_size;
-            let session = Session::new(cfg, self.config.identity.clone());
-            self.peers.insert(jid.clone(), session);
+            self.peers.insert(jid.clone(), new_session(&self.config));
         }
         true
     }
@@ -653,6 +649,13 @@ impl Task {
         }
         self.stream.close().await;
     }
+}
+
+/// A fresh OTR session for one contact.
+fn new_session(config: &Config) -> Session {
+    let mut cfg = SessionConfig::new(config.jid.to_string(), config.policy, config.instance_tag);
+    cfg.max_message_size = config.max_message_size;
+    Session::new(cfg, config.identity.clone())
 }
 
 /// Sleeps until `deadline`, or forever without one.

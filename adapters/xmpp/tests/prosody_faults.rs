@@ -32,9 +32,9 @@ async fn say(from: &Client, to: &BareJid, events: &mut Events, text: &str) {
     assert_eq!(expect(events, text, text_of).await, (text.to_owned(), true));
 }
 
-/// Prosody is killed and started again while alice and bob are private. Both clients are
-/// told (ConnectionLost, then Online), reconnect by themselves, and the OTR conversation
-/// goes on with the same keys.
+/// Prosody is killed while alice and bob are private, and started again a moment later.
+/// Both clients are told (ConnectionLost, ReconnectFailed while it is down, Online), reconnect
+/// by themselves, and the OTR conversation goes on with the same keys.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prosody_restart_mid_conversation() {
     let Some(mut server) = Prosody::start(Options::default()) else { return };
@@ -46,10 +46,20 @@ async fn prosody_restart_mid_conversation() {
     expect(&mut bob_ev, "Secure", secure).await;
     say(&alice, &b, &mut bob_ev, "before the restart").await;
 
-    let t0 = std::time::Instant::now();
-    server.restart();
+    // Down long enough for reconnection attempts to fail (and the user to hear of it).
+    server.kill();
     for events in [&mut alice_ev, &mut bob_ev] {
         expect(events, "ConnectionLost", |e| matches!(e, ClientEvent::ConnectionLost).then_some(())).await;
+        let error = expect(events, "ReconnectFailed", |e| match e {
+            ClientEvent::ReconnectFailed { error, .. } => Some(error.clone()),
+            _ => None,
+        })
+        .await;
+        assert!(error.contains("refused"), "{error}");
+    }
+    let t0 = std::time::Instant::now();
+    server.start_again();
+    for events in [&mut alice_ev, &mut bob_ev] {
         let resumed = expect(events, "Online again", |e| match e {
             ClientEvent::Online { resumed, .. } => Some(*resumed),
             _ => None,
@@ -58,7 +68,7 @@ async fn prosody_restart_mid_conversation() {
         // The server lost every stream: nothing to resume.
         assert!(!resumed);
     }
-    eprintln!("both clients back online {:?} after the restart", t0.elapsed());
+    eprintln!("both clients back online {:?} after the server came back", t0.elapsed());
 
     assert_eq!(alice.private_with(&b).await.unwrap().map(|p| p.ssid), Some(ssid));
     say(&alice, &b, &mut bob_ev, "after the restart, alice").await;

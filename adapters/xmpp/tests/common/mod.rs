@@ -107,13 +107,12 @@ impl Prosody {
         format!("{}{}", read("stdout.log"), read("prosody.log"))
     }
 
-    /// Kills the server (as a crash would) and starts it again on the same port and data.
-    pub fn restart(&mut self) {
-        self.kill();
+    /// Starts the server again after [`kill`](Self::kill), on the same port and data.
+    pub fn start_again(&mut self) {
         self.launch();
     }
 
-    /// Kills the server.
+    /// Kills the server (as a crash would).
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
