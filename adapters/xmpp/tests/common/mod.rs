@@ -51,7 +51,8 @@ impl Prosody {
             if std::env::var_os("OTR_XMPP_REQUIRE_PROSODY").is_some() {
                 panic!("{why}");
             }
-            eprintln!("SKIPPED: {why}");
+            // Written to the real stderr, past the test harness's capture, so it is seen.
+            let _ = std::io::Write::write_all(&mut std::io::stderr(), format!("SKIPPED: {why}\n").as_bytes());
             return None;
         }
         let dir = tempfile::tempdir().expect("temp dir");
