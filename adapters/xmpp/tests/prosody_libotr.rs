@@ -37,7 +37,9 @@ struct Bot {
 }
 
 impl Bot {
-    fn start(config: Config, peer: BareJid) -> Bot {
+    /// A bot for `config`'s account talking to `peer`, fragmenting above `max_msg_size`
+    /// bytes (0: never).
+    fn start(config: Config, peer: BareJid, max_msg_size: usize) -> Bot {
         let (cmd_tx, mut cmd_rx) = mpsc::unbounded_channel();
         let (ev_tx, ev_rx) = mpsc::unbounded_channel();
         let (fp_tx, fp_rx) = std::sync::mpsc::channel();
@@ -45,7 +47,7 @@ impl Bot {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             rt.block_on(async move {
                 let account = config.jid.to_string();
-                let mut otr = LibotrPeer::new(&account, &peer.to_string(), PeerPolicy::Always, false, 0, None)
+                let mut otr = LibotrPeer::new(&account, &peer.to_string(), PeerPolicy::Always, false, max_msg_size, None)
                     .expect("libotr endpoint (is libotr5-dev installed?)");
                 fp_tx.send(otr.fingerprint().to_owned()).unwrap();
                 let connector = StartTls::new(&config).unwrap();
@@ -213,7 +215,7 @@ async fn otr_xmpp_and_libotr_through_prosody() {
     let Some(server) = Prosody::start(Options::default()) else { return };
     let started = std::time::Instant::now();
     let (a, lib) = (jid("alice"), jid("lib"));
-    let mut bot = Bot::start(server.client_config("lib", 11), a.clone());
+    let mut bot = Bot::start(server.client_config("lib", 11), a.clone(), 0);
     let (alice, mut events) = Client::connect(server.client_config("alice", 12)).await.unwrap();
     let alice_fp = alice.fingerprint().to_string();
     // The bot's presence must have reached the server before bare-JID messages reach it.
@@ -256,4 +258,34 @@ async fn otr_xmpp_and_libotr_through_prosody() {
     alice.close().await.unwrap();
     drop(bot);
     eprintln!("otr-xmpp <-> libotr through Prosody: {:?}", started.elapsed());
+}
+
+/// Both sides fragment OTR messages above 400 bytes (as clients do for servers with small
+/// stanza limits): the AKE and 6 KB messages both ways arrive whole through Prosody.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fragmented_messages_with_libotr() {
+    let Some(server) = Prosody::start(Options::default()) else { return };
+    let (a, lib) = (jid("alice"), jid("lib"));
+    let mut bot = Bot::start(server.client_config("lib", 13), a.clone(), 400);
+    let mut cfg = server.client_config("alice", 14);
+    cfg.max_message_size = 400;
+    let (alice, mut events) = Client::connect(cfg).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    alice.start(&lib).await.unwrap();
+    expect(&mut events, "Secure", secure).await;
+    bot.expect("secure", bot_secure).await;
+    let long: String = (0..6000).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
+    alice.send(&lib, &long).await.unwrap();
+    let got = bot
+        .expect("long message", |e| match e {
+            PeerEvent::Msg { encrypted: true, text } => Some(text.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(got, long.as_bytes());
+    let reply = long.to_uppercase();
+    bot.cmd(BotCmd::Send(reply.clone()));
+    assert_eq!(expect(&mut events, "long reply", text_of).await, (reply, true));
+    alice.close().await.unwrap();
 }
