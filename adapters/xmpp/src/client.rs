@@ -166,6 +166,9 @@ pub enum ClientEvent {
 }
 
 /// The stream of [`ClientEvent`]s. It ends when the client is closed.
+///
+/// Keep reading it: while 1024 events wait unread, the client stops reading from the server
+/// (and calls on [`Client`] wait).
 #[derive(Debug)]
 pub struct Events(mpsc::Receiver<ClientEvent>);
 
@@ -622,15 +625,21 @@ impl Task {
         }
     }
 
-    /// We offer no IQ services: requests get the error RFC 6120 asks for; answers (to
-    /// requests we never make) are dropped.
+    /// We answer XEP-0199 pings and offer no other IQ service: other requests get the error
+    /// RFC 6120 asks for; answers (to requests we never make) are dropped.
     async fn on_iq(&mut self, iq: Iq) {
-        let (from, id) = match &iq {
-            Iq::Get { from, id, .. } | Iq::Set { from, id, .. } => (from.clone(), id.clone()),
+        let (from, id, payload) = match &iq {
+            Iq::Get { from, id, payload, .. } | Iq::Set { from, id, payload, .. } => {
+                (from.clone(), id.clone(), payload)
+            }
             Iq::Result { .. } | Iq::Error { .. } => return,
         };
-        let error = StanzaError::new(ErrorType::Cancel, DefinedCondition::ServiceUnavailable, "en", "");
-        let mut reply = Iq::from_error(id, error);
+        let mut reply = if matches!(iq, Iq::Get { .. }) && payload.is("ping", xmpp_parsers::ns::PING) {
+            Iq::Result { from: None, to: None, id, payload: None }
+        } else {
+            let error = StanzaError::new(ErrorType::Cancel, DefinedCondition::ServiceUnavailable, "en", "");
+            Iq::from_error(id, error)
+        };
         if let Some(from) = from {
             reply = reply.with_to(from);
         }

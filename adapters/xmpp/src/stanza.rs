@@ -1,6 +1,7 @@
 //! OTR strings in and out of `<message/>` stanzas.
 //!
-//! Outgoing: a `type="chat"` message whose `<body>` is the OTR string, with hints that ask
+//! Outgoing: a `type="chat"` message whose `<body>` is the OTR string (or, where policy
+//! allows plaintext, the plain text: it gets the same treatment), with hints that ask
 //! servers not to archive it (XEP-0334 `<no-permanent-store/>`), not to copy it to our other
 //! clients (XEP-0334 `<no-copy/>`, XEP-0280 `<private/>`: they could not decrypt it anyway),
 //! and, for encoded OTR messages, XEP-0380's `<encryption/>` so other clients know what it is.

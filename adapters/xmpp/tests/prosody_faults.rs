@@ -5,11 +5,12 @@
 
 mod common;
 
-use common::{Options, Prosody, expect, jid, raw_client};
+use common::{Options, Prosody, STEP, expect, jid, raw_client};
 use otr_core::{Event, ReceiveError, Sent};
 use otr_xmpp::{BareJid, Client, ClientEvent, DefinedCondition, Events, Rejected};
 use tokio_xmpp::parsers::message::{Lang, Message, MessageType};
 use tokio_xmpp::parsers::minidom::Element;
+use tokio_xmpp::{IqRequest, IqResponse};
 
 fn secure(e: &ClientEvent) -> Option<otr_core::Ssid> {
     match e {
@@ -170,6 +171,18 @@ async fn malformed_stanzas_and_messages() {
         twice.payloads.push(Element::builder("thread", "jabber:client").append(id).build());
     }
     mallory.send_stanza(twice.into()).await.unwrap();
+
+    // IQs: a ping is answered, any other request gets service-unavailable.
+    let to = Some(alice.jid().clone());
+    let ping = IqRequest::Get(Element::builder("ping", "urn:xmpp:ping").build());
+    let pong = tokio::time::timeout(STEP, mallory.send_iq(to.clone(), ping).await).await.unwrap().unwrap();
+    assert!(matches!(pong, IqResponse::Result(None)), "{pong:?}");
+    let version = IqRequest::Get(Element::builder("query", "jabber:iq:version").build());
+    let refused = tokio::time::timeout(STEP, mallory.send_iq(to, version).await).await.unwrap().unwrap();
+    assert!(
+        matches!(&refused, IqResponse::Error(e) if e.defined_condition == DefinedCondition::ServiceUnavailable),
+        "{refused:?}"
+    );
 
     // Plaintext while alice requires encryption: flagged, never shown as private.
     mallory.send_stanza(chat("still connected?").into()).await.unwrap();
