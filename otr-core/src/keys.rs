@@ -114,13 +114,13 @@ impl SessionKeys {
     }
 
     /// AES and HMAC keyed with [`Self::send_aes`] and [`Self::send_mac`].
-    pub fn send_cipher(&self) -> &DataCipher {
-        &self.send_cipher
+    pub fn send_cipher(&mut self) -> &mut DataCipher {
+        &mut self.send_cipher
     }
 
     /// AES and HMAC keyed with [`Self::recv_aes`] and [`Self::recv_mac`].
-    pub fn recv_cipher(&self) -> &DataCipher {
-        &self.recv_cipher
+    pub fn recv_cipher(&mut self) -> &mut DataCipher {
+        &mut self.recv_cipher
     }
 
     /// Notes that the sending MAC key authenticated a message (so it is revealed later).
@@ -177,7 +177,7 @@ pub struct Sending<'a> {
     /// Our newest public value as an MPI, announced to the peer.
     pub next_dh: &'a [u8],
     /// The keys of this pair (counter already advanced).
-    pub keys: &'a SessionKeys,
+    pub keys: &'a mut SessionKeys,
     /// Old MAC keys to reveal (taken: they go out with this message).
     pub reveal: Zeroizing<Vec<u8>>,
 }
