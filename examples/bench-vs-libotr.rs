@@ -331,7 +331,9 @@ fn only(op: Op, which: &str, iters: usize, keys: &(DsaKeyPair, DsaKeyPair), dir:
     }
 }
 
-/// Instructions of `iters` runs of `op`, measured as the difference of two callgrind runs.
+/// Instructions of `iters` runs of `op`, measured as the difference of two callgrind runs
+/// (2 x `iters` and `iters`, so that both include the same start-up: libgcrypt's start-up
+/// work varies from run to run more than one AKE costs).
 fn callgrind(op: Op, which: &str, iters: usize) -> Option<u64> {
     let exe = std::env::current_exe().ok()?;
     let count = |n: usize| -> Option<u64> {
@@ -345,7 +347,7 @@ fn callgrind(op: Op, which: &str, iters: usize) -> Option<u64> {
         let line = err.lines().find(|l| l.contains("Collected :"))?;
         line.rsplit(':').next()?.trim().parse().ok()
     };
-    Some((count(iters)?.saturating_sub(count(0)?)) / iters as u64)
+    Some((count(2 * iters)?.saturating_sub(count(iters)?)) / iters as u64)
 }
 
 fn main() {
@@ -401,7 +403,7 @@ fn main() {
     println!("bytes-per-session {ours_b} {lib_b}");
     if flag("--callgrind") {
         for op in [Op::Ake, Op::Smp] {
-            let n = if matches!(op, Op::Ake) { 5 } else { 2 };
+            let n = if matches!(op, Op::Ake) { 10 } else { 2 };
             let (o, l) = (callgrind(op, "ours", n), callgrind(op, "libotr", n));
             match (o, l) {
                 (Some(o), Some(l)) => {
