@@ -54,12 +54,37 @@ pub struct DataMessage<'a> {
     authenticated: &'a [u8],
 }
 
-impl<'a> DataMessage<'a> {
-    /// Parses a whole data message (header included).
-    ///
-    /// # Errors
-    /// [`WireError`] on any malformation, including a `next_dh` outside the group.
-    pub fn read(bytes: &'a [u8]) -> Result<Self, WireError> {
+/// A data message as the receiving path needs it: parsed, its next DH value range-checked but
+/// turned into a group element only if the message introduces it (the first message with a
+/// new sender key; the others repeat a value we already hold).
+#[derive(Debug)]
+pub struct IncomingData<'a> {
+    next_dh: &'a [u8],
+    sealed: Sealed<'a>,
+}
+
+/// What authenticating and decrypting a data message reads.
+#[derive(Debug, Clone, Copy)]
+struct Sealed<'a> {
+    sender_keyid: u32,
+    recipient_keyid: u32,
+    ctr: [u8; 8],
+    encrypted: &'a [u8],
+    mac: [u8; 20],
+    authenticated: &'a [u8],
+}
+
+/// Every field of a data message, the next DH value as its checked MPI magnitude.
+struct Fields<'a> {
+    header: Header,
+    flags: u8,
+    next_dh: &'a [u8],
+    revealed: &'a [u8],
+    sealed: Sealed<'a>,
+}
+
+impl<'a> Fields<'a> {
+    fn read(bytes: &'a [u8]) -> Result<Self, WireError> {
         let mut r = Reader::new(bytes);
         let header = Header::read(&mut r)?;
         if header.kind != kind::DATA {
@@ -68,25 +93,91 @@ impl<'a> DataMessage<'a> {
         let flags = r.u8()?;
         let sender_keyid = r.u32()?;
         let recipient_keyid = r.u32()?;
-        let next_dh = Element::from_bytes(r.mpi(MODULUS_BYTES)?)
-            .map_err(|_| WireError::Invalid("next DH value out of range"))?;
+        let next_dh = r.mpi(MODULUS_BYTES)?;
+        Element::check_bytes(next_dh).map_err(|_| WireError::Invalid("next DH value out of range"))?;
         let ctr = r.array()?;
         let encrypted = r.data()?;
         let authenticated = r.consumed();
         let mac = r.array()?;
         let revealed = r.data()?;
         r.finish()?;
+        let sealed = Sealed { sender_keyid, recipient_keyid, ctr, encrypted, mac, authenticated };
+        Ok(Self { header, flags, next_dh, revealed, sealed })
+    }
+}
+
+impl Sealed<'_> {
+    /// Authenticates and decrypts with `window`, then rotates keys as the message says,
+    /// calling `next_dh` only if the message introduces the peer's next key.
+    fn open(
+        self,
+        window: &mut KeyWindow,
+        next_dh: impl FnOnce() -> Element,
+        rng: &mut (impl CryptoRng + ?Sized),
+    ) -> Result<(Zeroizing<Vec<u8>>, Zeroizing<[u8; 32]>), Unreadable> {
+        let keys = window
+            .receiving(self.sender_keyid, self.recipient_keyid)
+            .map_err(|_| Unreadable::UnknownKeyId)?;
+        crypto::verify_mac(&keys.recv_cipher().mac(self.authenticated), &self.mac)
+            .map_err(|_| Unreadable::BadMac)?;
+        let ctr = u64::from_be_bytes(self.ctr);
+        match keys.check_counter(ctr) {
+            CounterCheck::Fresh => keys.accept_counter(ctr),
+            CounterCheck::Duplicate => return Err(Unreadable::Duplicate),
+            CounterCheck::TooOld => return Err(Unreadable::Replayed),
+        }
+        keys.mark_recv_used();
+        let mut plain = Zeroizing::new(self.encrypted.to_vec());
+        keys.recv_cipher().apply_ctr(self.ctr, &mut plain);
+        let extra = Zeroizing::new(keys.extra);
+        window.rotate_with(self.sender_keyid, self.recipient_keyid, next_dh, rng);
+        Ok((plain, extra))
+    }
+}
+
+impl<'a> IncomingData<'a> {
+    /// Parses a whole data message (header included).
+    ///
+    /// # Errors
+    /// [`WireError`] on any malformation, including a `next_dh` outside the group.
+    pub fn read(bytes: &'a [u8]) -> Result<Self, WireError> {
+        let f = Fields::read(bytes)?;
+        Ok(Self { next_dh: f.next_dh, sealed: f.sealed })
+    }
+
+    /// As [`DataMessage::open`].
+    ///
+    /// # Errors
+    /// As [`DataMessage::open`].
+    pub fn open(
+        self,
+        window: &mut KeyWindow,
+        rng: &mut (impl CryptoRng + ?Sized),
+    ) -> Result<(Zeroizing<Vec<u8>>, Zeroizing<[u8; 32]>), Unreadable> {
+        let next_dh = self.next_dh;
+        self.sealed.open(window, || Element::from_checked_bytes(next_dh), rng)
+    }
+}
+
+impl<'a> DataMessage<'a> {
+    /// Parses a whole data message (header included).
+    ///
+    /// # Errors
+    /// [`WireError`] on any malformation, including a `next_dh` outside the group.
+    pub fn read(bytes: &'a [u8]) -> Result<Self, WireError> {
+        let f = Fields::read(bytes)?;
+        let s = f.sealed;
         Ok(Self {
-            header,
-            flags,
-            sender_keyid,
-            recipient_keyid,
-            next_dh,
-            ctr,
-            encrypted,
-            mac,
-            revealed,
-            authenticated,
+            header: f.header,
+            flags: f.flags,
+            sender_keyid: s.sender_keyid,
+            recipient_keyid: s.recipient_keyid,
+            next_dh: Element::from_checked_bytes(f.next_dh),
+            ctr: s.ctr,
+            encrypted: s.encrypted,
+            mac: s.mac,
+            revealed: f.revealed,
+            authenticated: s.authenticated,
         })
     }
 
@@ -108,23 +199,16 @@ impl<'a> DataMessage<'a> {
         window: &mut KeyWindow,
         rng: &mut (impl CryptoRng + ?Sized),
     ) -> Result<(Zeroizing<Vec<u8>>, Zeroizing<[u8; 32]>), Unreadable> {
-        let keys = window
-            .receiving(self.sender_keyid, self.recipient_keyid)
-            .map_err(|_| Unreadable::UnknownKeyId)?;
-        crypto::verify_mac(&keys.recv_cipher().mac(self.authenticated), &self.mac)
-            .map_err(|_| Unreadable::BadMac)?;
-        let ctr = u64::from_be_bytes(self.ctr);
-        match keys.check_counter(ctr) {
-            CounterCheck::Fresh => keys.accept_counter(ctr),
-            CounterCheck::Duplicate => return Err(Unreadable::Duplicate),
-            CounterCheck::TooOld => return Err(Unreadable::Replayed),
-        }
-        keys.mark_recv_used();
-        let mut plain = Zeroizing::new(self.encrypted.to_vec());
-        keys.recv_cipher().apply_ctr(self.ctr, &mut plain);
-        let extra = Zeroizing::new(keys.extra);
-        window.rotate(self.sender_keyid, self.recipient_keyid, self.next_dh, rng);
-        Ok((plain, extra))
+        let sealed = Sealed {
+            sender_keyid: self.sender_keyid,
+            recipient_keyid: self.recipient_keyid,
+            ctr: self.ctr,
+            encrypted: self.encrypted,
+            mac: self.mac,
+            authenticated: self.authenticated,
+        };
+        let next_dh = self.next_dh;
+        sealed.open(window, || next_dh, rng)
     }
 }
 

@@ -285,6 +285,18 @@ impl KeyWindow {
         next_dh: Element,
         rng: &mut (impl CryptoRng + ?Sized),
     ) {
+        self.rotate_with(sender_keyid, recipient_keyid, || next_dh, rng);
+    }
+
+    /// [`Self::rotate`], building the peer's next value only if it is taken (most messages
+    /// repeat a value we already hold).
+    pub fn rotate_with(
+        &mut self,
+        sender_keyid: u32,
+        recipient_keyid: u32,
+        next_dh: impl FnOnce() -> Element,
+        rng: &mut (impl CryptoRng + ?Sized),
+    ) {
         if recipient_keyid == self.our_keyid {
             let a = self.sessions[1][0].take();
             let b = self.sessions[1][1].take();
@@ -306,7 +318,7 @@ impl KeyWindow {
             for row in &mut self.sessions {
                 row.swap(0, 1);
             }
-            let old = core::mem::replace(&mut self.their[0], Some(next_dh));
+            let old = core::mem::replace(&mut self.their[0], Some(next_dh()));
             self.their[1] = old;
             self.their_keyid += 1;
         }

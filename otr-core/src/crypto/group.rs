@@ -209,8 +209,17 @@ impl Element {
     /// # Errors
     /// [`CryptoError::BadGroupElement`] when out of range (0, 1, p-1, p or larger).
     pub fn from_bytes(magnitude: &[u8]) -> Result<Self, CryptoError> {
-        // The range check on the bytes themselves (the value is public): every data message
-        // carries one of these, and comparing bytes is cheaper than comparing big integers.
+        Self::check_bytes(magnitude)?;
+        Ok(Self::from_checked_bytes(magnitude))
+    }
+
+    /// The range check of [`Self::from_bytes`] alone, without building the integer. It works
+    /// on the bytes themselves (the value is public): every data message carries one of
+    /// these, and comparing bytes is cheaper than comparing big integers.
+    ///
+    /// # Errors
+    /// [`CryptoError::BadGroupElement`] when out of range.
+    pub fn check_bytes(magnitude: &[u8]) -> Result<(), CryptoError> {
         let start = magnitude.iter().position(|&b| b != 0).unwrap_or(magnitude.len());
         let m = &magnitude[start..];
         let in_range = match m.len() {
@@ -219,11 +228,12 @@ impl Element {
             MODULUS_BYTES => m < &consts().p_minus_1_bytes[..],
             n => n < MODULUS_BYTES,
         };
-        if !in_range {
-            return Err(CryptoError::BadGroupElement);
-        }
-        let value = BoxedUint::from_be_slice(m, MODULUS_BITS).map_err(|_| CryptoError::BadGroupElement)?;
-        Ok(Self { value })
+        if in_range { Ok(()) } else { Err(CryptoError::BadGroupElement) }
+    }
+
+    /// An element from bytes that passed [`Self::check_bytes`] (so they fit the modulus).
+    pub(crate) fn from_checked_bytes(magnitude: &[u8]) -> Self {
+        Self { value: BoxedUint::from_be_slice_truncated(magnitude, MODULUS_BITS) }
     }
 
     /// g^e, with a precomputed comb for the exponent sizes OTR uses (DH keys, SMP), else
