@@ -152,7 +152,7 @@ fn fragments(c: &mut Criterion) {
     let pieces = fragment::split(&encoded, 300, Some((0x100, 0x101)));
     let mut g = c.benchmark_group("fragments");
     g.throughput(Throughput::Bytes(encoded.len() as u64));
-    g.bench_function(&format!("reassemble 20 KB from {} pieces", pieces.len()), |b| {
+    g.bench_function(format!("reassemble 20 KB from {} pieces", pieces.len()), |b| {
         b.iter(|| {
             let mut r = Reassembler::default();
             let mut whole = None;

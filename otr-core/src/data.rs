@@ -30,6 +30,10 @@ pub enum Unreadable {
     Duplicate,
 }
 
+/// What opening a data message gives: the plaintext (message, NUL, TLVs) and the extra
+/// symmetric key of the key pair it used.
+pub type Opened = (Zeroizing<Vec<u8>>, Zeroizing<[u8; 32]>);
+
 /// A parsed (not yet authenticated) data message.
 #[derive(Debug)]
 pub struct DataMessage<'a> {
@@ -114,7 +118,7 @@ impl Sealed<'_> {
         window: &mut KeyWindow,
         next_dh: impl FnOnce() -> Element,
         rng: &mut (impl CryptoRng + ?Sized),
-    ) -> Result<(Zeroizing<Vec<u8>>, Zeroizing<[u8; 32]>), Unreadable> {
+    ) -> Result<Opened, Unreadable> {
         let keys = window
             .receiving(self.sender_keyid, self.recipient_keyid)
             .map_err(|_| Unreadable::UnknownKeyId)?;
@@ -153,7 +157,7 @@ impl<'a> IncomingData<'a> {
         self,
         window: &mut KeyWindow,
         rng: &mut (impl CryptoRng + ?Sized),
-    ) -> Result<(Zeroizing<Vec<u8>>, Zeroizing<[u8; 32]>), Unreadable> {
+    ) -> Result<Opened, Unreadable> {
         let next_dh = self.next_dh;
         self.sealed.open(window, || Element::from_checked_bytes(next_dh), rng)
     }
@@ -198,7 +202,7 @@ impl<'a> DataMessage<'a> {
         self,
         window: &mut KeyWindow,
         rng: &mut (impl CryptoRng + ?Sized),
-    ) -> Result<(Zeroizing<Vec<u8>>, Zeroizing<[u8; 32]>), Unreadable> {
+    ) -> Result<Opened, Unreadable> {
         let sealed = Sealed {
             sender_keyid: self.sender_keyid,
             recipient_keyid: self.recipient_keyid,

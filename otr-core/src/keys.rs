@@ -318,7 +318,7 @@ impl KeyWindow {
             for row in &mut self.sessions {
                 row.swap(0, 1);
             }
-            let old = core::mem::replace(&mut self.their[0], Some(next_dh()));
+            let old = self.their[0].replace(next_dh());
             self.their[1] = old;
             self.their_keyid += 1;
         }

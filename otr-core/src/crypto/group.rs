@@ -101,7 +101,7 @@ fn consts() -> &'static Consts {
             .collect();
         let p = BoxedUint::from_be_slice(&bytes, MODULUS_BITS).expect("constant fits");
         let p = Odd::new(p).expect("the RFC 3526 prime is odd");
-        let p_minus_1 = p.wrapping_sub(&BoxedUint::one_with_precision(MODULUS_BITS));
+        let p_minus_1 = p.wrapping_sub(BoxedUint::one_with_precision(MODULUS_BITS));
         let q = NonZero::new(p_minus_1.shr(1)).expect("(p-1)/2 is not zero");
         let params = BoxedMontyParams::new_vartime(p.clone());
         let two = BoxedUint::from_be_slice(&[2], MODULUS_BITS).expect("fits");
