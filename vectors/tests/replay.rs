@@ -1,16 +1,14 @@
 //! Replays every transcript in `vectors/` with fresh sessions and checks that this engine
 //! produces byte-identical transport messages, identical events, results, random draws,
 //! intermediate secrets and timeouts, step by step. Regenerate the files with
-//! `cargo run --example make-vectors` after an intended change of behaviour (and say why in
+//! `cargo run -p otr-vectors --example make-vectors` after an intended change of behaviour (and say why in
 //! the commit); see `vectors/README.md`.
 
 #![allow(clippy::unwrap_used)]
 
-mod vectors_support;
-
 use std::path::PathBuf;
 
-use vectors_support::{ReplayError, replay};
+use otr_vectors::{ReplayError, replay};
 
 /// The set the project promises (issue 5); more files may be added.
 const REQUIRED: [&str; 15] = [
@@ -32,7 +30,7 @@ const REQUIRED: [&str; 15] = [
 ];
 
 fn vector_files() -> Vec<PathBuf> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("vectors");
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -73,14 +71,14 @@ fn every_vector_replays_identically() {
     }
     assert!(
         failures.is_empty(),
-        "vectors diverged (run `cargo run --example replay -- --explain vectors/*.json`):\n{}",
+        "vectors diverged (run `cargo run -p otr-vectors --example replay -- --explain vectors/*.json`):\n{}",
         failures.join("\n")
     );
 }
 
 #[test]
 fn a_changed_transcript_is_caught_with_its_place() {
-    let file = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("vectors/ake-alice-starts.json");
+    let file = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("ake-alice-starts.json");
     let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
     // Change one character of the D-H Key Bob sent.
     let sent = v["steps"][2]["transmit"][0].as_str().unwrap().replacen("?OTR:AAMK", "?OTR:AAML", 1);

@@ -1,25 +1,22 @@
-//! Writes the `vectors/` transcripts: `cargo run --example make-vectors [-- OUT_DIR]`.
+//! Writes the `vectors/` transcripts: `cargo run -p otr-vectors --example make-vectors [-- OUT_DIR]`.
 //!
 //! Deterministic: the long-term keys, instance tags and RNG seeds are fixed, and time is a
 //! simulated clock, so running it twice writes identical files. Every scenario checks, as it
 //! records, that the engine did what the scenario is about (both sides secure, SMP succeeded,
 //! the hostile input produced its error…), so a vector can never silently record a bug.
-//! The format is described in `vectors/README.md`; `tests/vectors.rs` replays every file.
+//! The format is described in `vectors/README.md`; `vectors/tests/replay.rs` replays every file.
 
 #![allow(clippy::unwrap_used)]
-
-#[path = "../tests/vectors_support/mod.rs"]
-mod vectors_support;
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
 
 use base64::Engine as _;
 use otr::{DsaComponents, DsaKeyPair, Policy};
+use otr_vectors::{Action, FORMAT, Origin, Party, PartySpec, hex, perform};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
 use serde_json::{Map, Value, json};
-use vectors_support::{Action, FORMAT, Origin, Party, PartySpec, hex, perform};
 
 const A: usize = 0;
 const B: usize = 1;
@@ -707,9 +704,8 @@ fn hostile(keys: &[DsaComponents; 2]) -> (String, Value) {
 }
 
 fn main() {
-    let out: PathBuf = std::env::args_os()
-        .nth(1)
-        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("vectors"), PathBuf::from);
+    let out: PathBuf =
+        std::env::args_os().nth(1).map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
     std::fs::create_dir_all(&out).unwrap();
     // Fixed long-term keys: generated from fixed seeds, so the same every run.
     let keys = [0xa11ce_u64, 0xb0b]

@@ -1,10 +1,13 @@
 //! The `vectors/` transcript format (see `vectors/README.md`): running one step of a
 //! transcript against a session, turning what came out into JSON, and replaying a whole file.
 //!
-//! Shared by `examples/make-vectors.rs` (which records), `examples/replay.rs` and
-//! `tests/vectors.rs` (which replay). Recording and replaying run the very same [`perform`],
+//! Shared by `vectors/examples/make-vectors.rs` (which records), `vectors/examples/replay.rs` and
+//! `tests/replay.rs` (which replay). Recording and replaying run the very same [`perform`],
 //! so a replay compares like with like, field by field.
-#![allow(dead_code)]
+//!
+//! This is its own package because it needs otr-core's `trace` feature (which records
+//! secrets): the root package's examples, which handle real conversations, must be built
+//! without it.
 
 use std::convert::Infallible;
 
@@ -210,7 +213,12 @@ pub struct Party {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Origin {
     /// `transmit[index]` of step `step` (the other party sent it).
-    Transmit { step: usize, index: usize },
+    Transmit {
+        /// The step that sent it.
+        step: usize,
+        /// Its position in that step's `transmit` list.
+        index: usize,
+    },
     /// Made up by the vector's author (hostile input); the text says how.
     Crafted(String),
 }
@@ -225,15 +233,30 @@ pub enum Action {
     /// `end`.
     End,
     /// `receive(message)`.
-    Receive { message: String, origin: Origin },
+    Receive {
+        /// The transport message.
+        message: String,
+        /// Where it came from.
+        origin: Origin,
+    },
     /// `smp_start(question, secret)`.
-    SmpStart { question: Option<String>, secret: String },
+    SmpStart {
+        /// The question shown to the peer, if any.
+        question: Option<String>,
+        /// Our secret.
+        secret: String,
+    },
     /// `smp_respond(secret)`.
     SmpRespond(String),
     /// `smp_abort`.
     SmpAbort,
     /// `extra_symmetric_key(use, usedata)`.
-    ExtraSymmetricKey { use_: u32, usedata: Vec<u8> },
+    ExtraSymmetricKey {
+        /// What the key is for (TLV 8's first 4 bytes).
+        use_: u32,
+        /// The rest of TLV 8.
+        usedata: Vec<u8>,
+    },
     /// `handle_timeout`.
     HandleTimeout,
 }

@@ -1,15 +1,12 @@
 //! Replays `vectors/` transcripts against fresh sessions of this engine:
-//! `cargo run --example replay -- [--explain] vectors/*.json`.
+//! `cargo run -p otr-vectors --example replay -- [--explain] vectors/*.json`.
 //!
 //! Prints PASS or FAIL per file (exit status 1 if any failed). With `--explain`, a failure
 //! also prints the first divergence: the step, the field, and the expected and actual values.
 
-#[path = "../tests/vectors_support/mod.rs"]
-mod vectors_support;
-
 use std::process::ExitCode;
 
-use vectors_support::{ReplayError, replay};
+use otr_vectors::{ReplayError, replay};
 
 fn main() -> ExitCode {
     let mut explain = false;
