@@ -64,14 +64,16 @@ fn our_peer() -> &'static Path {
     PATH.get_or_init(|| {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        // `--workspace`: the same feature set as `cargo test --workspace`, so after that build
+        // this is a no-op instead of a rebuild of everything with other features.
         let out = Command::new(&cargo)
-            .args(["build", "--example", "otr-peer", "-p", "otr"])
+            .args(["build", "--workspace", "--example", "otr-peer"])
             .current_dir(&root)
             .output()
             .unwrap_or_else(|e| panic!("cannot run {cargo:?}: {e}"));
         assert!(
             out.status.success(),
-            "`cargo build --example otr-peer -p otr` failed ({}):\n{}",
+            "`cargo build --workspace --example otr-peer` failed ({}):\n{}",
             out.status,
             String::from_utf8_lossy(&out.stderr)
         );
