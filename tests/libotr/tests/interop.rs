@@ -637,13 +637,13 @@ fn two_libotr_instances_of_one_account_keep_separate_conversations() {
     assert!(got.contains(&(bobs[0].instance_tag(), "from laptop".into())), "{got:?}");
     assert!(got.contains(&(bobs[1].instance_tag(), "from phone".into())), "{got:?}");
     // We answer each instance explicitly; only the addressed client reads it.
-    for k in 0..2 {
-        let tag = InstanceTag::new(bobs[k].instance_tag()).unwrap();
+    for (k, bob) in bobs.iter().enumerate() {
+        let tag = InstanceTag::new(bob.instance_tag()).unwrap();
         ours.send_to(now, tag, &format!("to {k}")).unwrap();
     }
     pump(&mut ours, &mut bobs, &mut rng, now, &mut events, &mut lib_events);
-    for k in 0..2 {
-        let texts: Vec<String> = lib_events[k]
+    for (k, seen) in lib_events.iter().enumerate() {
+        let texts: Vec<String> = seen
             .iter()
             .filter_map(|e| match e {
                 PeerEvent::Msg { text, encrypted: true } => Some(String::from_utf8_lossy(text).into_owned()),
