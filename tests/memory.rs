@@ -4,41 +4,11 @@
 //! (`tests/features.rs::hostile_fragments_are_dropped_with_bounded_memory`); the figures for
 //! 10,000 sessions come from `benches/scale.rs`.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
-
 use otr::{DsaKeyPair, InstanceTag, Policy, SendError, Sent, Session, SessionConfig, Timestamp};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 
-/// The system allocator, counting live bytes.
-struct Counting;
-
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: every call is forwarded unchanged to the system allocator; only a counter is added.
-#[allow(unsafe_code)]
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        LIVE.fetch_add(layout.size(), Ordering::Relaxed);
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        LIVE.fetch_add(new_size, Ordering::Relaxed);
-        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
-        // SAFETY: same contract as the caller's.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static ALLOC: Counting = Counting;
+mod counting_alloc;
 
 const NOW: Timestamp = Timestamp(0);
 
@@ -73,14 +43,14 @@ fn per_endpoint(
     const N: usize = 20;
     let mut rng = ChaCha20Rng::seed_from_u64(1);
     let mut pairs = Vec::with_capacity(N);
-    let before = LIVE.load(Ordering::Relaxed);
+    let before = counting_alloc::live();
     for _ in 0..N {
         let mut a = session("alice", Policy::MANUAL, &keys.0, &mut rng);
         let mut b = session("bob", Policy::MANUAL, &keys.1, &mut rng);
         prepare(&mut a, &mut b, &mut rng);
         pairs.push((a, b));
     }
-    LIVE.load(Ordering::Relaxed).saturating_sub(before) / (2 * N)
+    counting_alloc::live().saturating_sub(before) / (2 * N)
 }
 
 /// A quarter of what libotr 4.1.1 holds per established context (about 48 KB, measured by
@@ -118,7 +88,7 @@ fn held_messages_are_capped() {
     let key = DsaKeyPair::generate(&mut rng);
     let mut s = session("typist", Policy::ALWAYS, &key, &mut rng);
     let text = "x".repeat(1000);
-    let before = LIVE.load(Ordering::Relaxed);
+    let before = counting_alloc::live();
     let mut held = 0;
     for i in 0..1000 {
         match s.send(NOW, &text) {
@@ -128,7 +98,7 @@ fn held_messages_are_capped() {
         }
         while s.poll_transmit().is_some() {}
     }
-    let grown = LIVE.load(Ordering::Relaxed).saturating_sub(before);
+    let grown = counting_alloc::live().saturating_sub(before);
     assert_eq!(held, 100);
     // 100 texts of 1000 bytes, plus the queue's own slots and the key exchange's state.
     assert!(grown < 100 * 1000 + 32 * 1024, "held-message flood grew the heap by {grown} B");
