@@ -25,8 +25,6 @@ use otr::keystore::{ContactId, KdfParams, Trust};
 use otr::{Fingerprint, Store, system_rng};
 use zeroize::Zeroizing;
 
-const STORE_FILE: &str = "keystore.otr";
-
 struct Args {
     store: Option<PathBuf>,
     command: String,
@@ -93,13 +91,8 @@ fn parse_args() -> Result<Args, String> {
 }
 
 fn store_path(given: Option<&Path>) -> Result<PathBuf, String> {
-    match given {
-        Some(p) if p.is_dir() || p.as_os_str().to_string_lossy().ends_with('/') => Ok(p.join(STORE_FILE)),
-        Some(p) => Ok(p.to_owned()),
-        None => dirs::data_dir()
-            .map(|d| d.join("otr-rs").join(STORE_FILE))
-            .ok_or_else(|| "cannot find the user's data directory; pass --store PATH".to_owned()),
-    }
+    otr::store::store_path(given, dirs::data_dir())
+        .ok_or_else(|| "cannot find the user's data directory; pass --store PATH".to_owned())
 }
 
 fn passphrase(env: &str, prompt: &str, confirm: bool) -> Result<Zeroizing<String>, String> {

@@ -52,13 +52,8 @@ fn parse_args() -> Result<Args, String> {
         }
     }
     let missing = |what: &str| format!("{what} is required\n{USAGE}");
-    let store = match store {
-        Some(p) if p.is_dir() => p.join("keystore.otr"),
-        Some(p) => p,
-        None => {
-            dirs::data_dir().ok_or("no data directory; pass --store")?.join("otr-rs").join("keystore.otr")
-        }
-    };
+    let store = otr::store::store_path(store.as_deref(), dirs::data_dir())
+        .ok_or("cannot find the user's data directory; pass --store PATH")?;
     Ok(Args {
         jid: jid.ok_or_else(|| missing("--jid"))?,
         password_file: password_file.ok_or_else(|| missing("--password-file"))?,

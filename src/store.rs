@@ -18,6 +18,21 @@ use rand_core::CryptoRng;
 /// Largest store file read (64 MiB); a real one is a few KiB.
 pub const MAX_STORE_FILE: u64 = 64 << 20;
 
+/// The store's file name when a directory is given.
+pub const STORE_FILE: &str = "keystore.otr";
+
+/// Where the store is: `given` if it names a file, [`STORE_FILE`] inside it if it names a
+/// directory (or ends with `/`), else `otr-rs/keystore.otr` under the user's data directory
+/// (`data_dir`: the platform's, e.g. from the `dirs` crate). `None` when nothing was given and
+/// there is no data directory: ask the user for a path then.
+pub fn store_path(given: Option<&Path>, data_dir: Option<PathBuf>) -> Option<PathBuf> {
+    match given {
+        Some(p) if p.is_dir() || p.as_os_str().to_string_lossy().ends_with('/') => Some(p.join(STORE_FILE)),
+        Some(p) => Some(p.to_owned()),
+        None => data_dir.map(|d| d.join("otr-rs").join(STORE_FILE)),
+    }
+}
+
 /// What went wrong with the store file.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

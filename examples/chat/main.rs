@@ -62,13 +62,8 @@ fn parse_args() -> Result<Args, String> {
         }
     }
     let missing = |what: &str| format!("{what} is required\n{USAGE}");
-    let store = match store {
-        Some(p) if p.is_dir() => p.join("keystore.otr"),
-        Some(p) => p,
-        None => {
-            dirs::data_dir().ok_or("no data directory; pass --store")?.join("otr-rs").join("keystore.otr")
-        }
-    };
+    let store = otr::store::store_path(store.as_deref(), dirs::data_dir())
+        .ok_or("cannot find the user's data directory; pass --store PATH")?;
     Ok(Args {
         relay: relay.ok_or_else(|| missing("--relay"))?,
         pin: pin.ok_or_else(|| missing("--pin"))?,
