@@ -45,8 +45,10 @@ pub struct DataMessage<'a> {
     pub sender_keyid: u32,
     /// Our keyid the sender used.
     pub recipient_keyid: u32,
-    /// The sender's next DH public value.
-    pub next_dh: Element,
+    /// The sender's next DH public value: its big-endian magnitude, already checked to be in
+    /// the group. It becomes a group element only if [`open`](Self::open) takes it (the first
+    /// message with a new sender key; the others repeat a value we already hold).
+    pub next_dh: &'a [u8],
     /// Top half of the AES counter.
     pub ctr: [u8; 8],
     /// The encrypted plaintext.
@@ -58,37 +60,12 @@ pub struct DataMessage<'a> {
     authenticated: &'a [u8],
 }
 
-/// A data message as the receiving path needs it: parsed, its next DH value range-checked but
-/// turned into a group element only if the message introduces it (the first message with a
-/// new sender key; the others repeat a value we already hold).
-#[derive(Debug)]
-pub struct IncomingData<'a> {
-    next_dh: &'a [u8],
-    sealed: Sealed<'a>,
-}
-
-/// What authenticating and decrypting a data message reads.
-#[derive(Debug, Clone, Copy)]
-struct Sealed<'a> {
-    sender_keyid: u32,
-    recipient_keyid: u32,
-    ctr: [u8; 8],
-    encrypted: &'a [u8],
-    mac: [u8; 20],
-    authenticated: &'a [u8],
-}
-
-/// Every field of a data message, the next DH value as its checked MPI magnitude.
-struct Fields<'a> {
-    header: Header,
-    flags: u8,
-    next_dh: &'a [u8],
-    revealed: &'a [u8],
-    sealed: Sealed<'a>,
-}
-
-impl<'a> Fields<'a> {
-    fn read(bytes: &'a [u8]) -> Result<Self, WireError> {
+impl<'a> DataMessage<'a> {
+    /// Parses a whole data message (header included).
+    ///
+    /// # Errors
+    /// [`WireError`] on any malformation, including a `next_dh` outside the group.
+    pub fn read(bytes: &'a [u8]) -> Result<Self, WireError> {
         let mut r = Reader::new(bytes);
         let header = Header::read(&mut r)?;
         if header.kind != kind::DATA {
@@ -105,87 +82,21 @@ impl<'a> Fields<'a> {
         let mac = r.array()?;
         let revealed = r.data()?;
         r.finish()?;
-        let sealed = Sealed { sender_keyid, recipient_keyid, ctr, encrypted, mac, authenticated };
-        Ok(Self { header, flags, next_dh, revealed, sealed })
-    }
-}
-
-impl Sealed<'_> {
-    /// Authenticates and decrypts with `window`, then rotates keys as the message says,
-    /// calling `next_dh` only if the message introduces the peer's next key.
-    fn open(
-        self,
-        window: &mut KeyWindow,
-        next_dh: impl FnOnce() -> Element,
-        rng: &mut (impl CryptoRng + ?Sized),
-    ) -> Result<Opened, Unreadable> {
-        let keys = window
-            .receiving(self.sender_keyid, self.recipient_keyid)
-            .map_err(|_| Unreadable::UnknownKeyId)?;
-        crypto::verify_mac(&keys.recv_cipher().mac(self.authenticated), &self.mac)
-            .map_err(|_| Unreadable::BadMac)?;
-        let ctr = u64::from_be_bytes(self.ctr);
-        match keys.check_counter(ctr) {
-            CounterCheck::Fresh => keys.accept_counter(ctr),
-            CounterCheck::Duplicate => return Err(Unreadable::Duplicate),
-            CounterCheck::TooOld => return Err(Unreadable::Replayed),
-        }
-        keys.mark_recv_used();
-        let mut plain = Zeroizing::new(self.encrypted.to_vec());
-        keys.recv_cipher().apply_ctr(self.ctr, &mut plain);
-        let extra = Zeroizing::new(keys.extra);
-        window.rotate_with(self.sender_keyid, self.recipient_keyid, next_dh, rng);
-        Ok((plain, extra))
-    }
-}
-
-impl<'a> IncomingData<'a> {
-    /// Parses a whole data message (header included).
-    ///
-    /// # Errors
-    /// [`WireError`] on any malformation, including a `next_dh` outside the group.
-    pub fn read(bytes: &'a [u8]) -> Result<Self, WireError> {
-        let f = Fields::read(bytes)?;
-        Ok(Self { next_dh: f.next_dh, sealed: f.sealed })
-    }
-
-    /// As [`DataMessage::open`].
-    ///
-    /// # Errors
-    /// As [`DataMessage::open`].
-    pub fn open(
-        self,
-        window: &mut KeyWindow,
-        rng: &mut (impl CryptoRng + ?Sized),
-    ) -> Result<Opened, Unreadable> {
-        let next_dh = self.next_dh;
-        self.sealed.open(window, || Element::from_checked_bytes(next_dh), rng)
-    }
-}
-
-impl<'a> DataMessage<'a> {
-    /// Parses a whole data message (header included).
-    ///
-    /// # Errors
-    /// [`WireError`] on any malformation, including a `next_dh` outside the group.
-    pub fn read(bytes: &'a [u8]) -> Result<Self, WireError> {
-        let f = Fields::read(bytes)?;
-        let s = f.sealed;
         Ok(Self {
-            header: f.header,
-            flags: f.flags,
-            sender_keyid: s.sender_keyid,
-            recipient_keyid: s.recipient_keyid,
-            next_dh: Element::from_checked_bytes(f.next_dh),
-            ctr: s.ctr,
-            encrypted: s.encrypted,
-            mac: s.mac,
-            revealed: f.revealed,
-            authenticated: s.authenticated,
+            header,
+            flags,
+            sender_keyid,
+            recipient_keyid,
+            next_dh,
+            ctr,
+            encrypted,
+            mac,
+            revealed,
+            authenticated,
         })
     }
 
-    /// The flags byte of a v3 data message, read even if the rest is malformed.
+    /// The flags byte of a data message, read even if the rest is malformed.
     pub fn peek_flags(bytes: &[u8]) -> Option<u8> {
         let mut r = Reader::new(bytes);
         let header = Header::read(&mut r).ok()?;
@@ -203,16 +114,24 @@ impl<'a> DataMessage<'a> {
         window: &mut KeyWindow,
         rng: &mut (impl CryptoRng + ?Sized),
     ) -> Result<Opened, Unreadable> {
-        let sealed = Sealed {
-            sender_keyid: self.sender_keyid,
-            recipient_keyid: self.recipient_keyid,
-            ctr: self.ctr,
-            encrypted: self.encrypted,
-            mac: self.mac,
-            authenticated: self.authenticated,
-        };
+        let keys = window
+            .receiving(self.sender_keyid, self.recipient_keyid)
+            .map_err(|_| Unreadable::UnknownKeyId)?;
+        crypto::verify_mac(&keys.recv_cipher().mac(self.authenticated), &self.mac)
+            .map_err(|_| Unreadable::BadMac)?;
+        let ctr = u64::from_be_bytes(self.ctr);
+        match keys.check_counter(ctr) {
+            CounterCheck::Fresh => keys.accept_counter(ctr),
+            CounterCheck::Duplicate => return Err(Unreadable::Duplicate),
+            CounterCheck::TooOld => return Err(Unreadable::Replayed),
+        }
+        keys.mark_recv_used();
+        let mut plain = Zeroizing::new(self.encrypted.to_vec());
+        keys.recv_cipher().apply_ctr(self.ctr, &mut plain);
+        let extra = Zeroizing::new(keys.extra);
         let next_dh = self.next_dh;
-        sealed.open(window, || next_dh, rng)
+        window.rotate(self.sender_keyid, self.recipient_keyid, || Element::from_checked_bytes(next_dh), rng);
+        Ok((plain, extra))
     }
 }
 
@@ -227,7 +146,8 @@ pub fn seal(
     let s = window.sending();
     // Header, flags, keyids, next DH, counter, encrypted data, MAC, revealed keys: one
     // allocation, and the plaintext is encrypted where it lies in the output.
-    let len = 11 + 1 + 8 + s.next_dh.len() + 8 + 4 + plaintext.len() + 20 + 4 + s.reveal.len();
+    let len =
+        header.encoded_len() + 1 + 8 + s.next_dh.len() + 8 + 4 + plaintext.len() + 20 + 4 + s.reveal.len();
     let mut w = Writer::with_capacity(len);
     header.write(&mut w);
     w.u8(flags).u32(s.sender_keyid).u32(s.recipient_keyid);

@@ -277,20 +277,9 @@ impl KeyWindow {
     }
 
     /// After a message authenticated: rotate our keys if it used our newest, and take its
-    /// `next_dh` if it used the peer's newest.
+    /// `next_dh` if it used the peer's newest (built only then: most messages repeat a value
+    /// we already hold).
     pub fn rotate(
-        &mut self,
-        sender_keyid: u32,
-        recipient_keyid: u32,
-        next_dh: Element,
-        rng: &mut (impl CryptoRng + ?Sized),
-    ) {
-        self.rotate_with(sender_keyid, recipient_keyid, || next_dh, rng);
-    }
-
-    /// [`Self::rotate`], building the peer's next value only if it is taken (most messages
-    /// repeat a value we already hold).
-    pub fn rotate_with(
         &mut self,
         sender_keyid: u32,
         recipient_keyid: u32,

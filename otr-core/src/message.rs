@@ -278,6 +278,11 @@ impl Header {
         Self { version: VERSION_2, kind, sender: 0, receiver: 0 }
     }
 
+    /// Bytes [`write`](Self::write) produces: 3 in v2, 11 with the v3 instance tags.
+    pub fn encoded_len(&self) -> usize {
+        if self.version == VERSION_2 { 3 } else { 11 }
+    }
+
     /// Writes the header: version, type, and the instance tags in v3.
     pub fn write(&self, w: &mut Writer) {
         w.u16(self.version).u8(self.kind);

@@ -7,7 +7,7 @@ use zeroize::Zeroizing;
 
 use crate::ake::{Ake, AkePhase, Established};
 use crate::crypto::dsa::{DsaKeyPair, DsaPublicKey, Fingerprint};
-use crate::data::{self, DataMessage, FLAG_IGNORE_UNREADABLE, IncomingData, Unreadable};
+use crate::data::{self, DataMessage, FLAG_IGNORE_UNREADABLE, Unreadable};
 use crate::error::{ReceiveError, SendError};
 use crate::event::{Event, Ssid, Timestamp, Transmit};
 use crate::fragment::{self, Fragment, Reassembler};
@@ -897,7 +897,7 @@ impl Session {
             self.send_error(now, ERR_NOT_PRIVATE);
             return Err(ReceiveError::NotPrivate);
         };
-        let opened = IncomingData::read(bytes)
+        let opened = DataMessage::read(bytes)
             .map_err(ReceiveError::from)
             .and_then(|m| m.open(&mut private.keys, rng).map_err(ReceiveError::from));
         self.collect_traces(i);
