@@ -598,6 +598,28 @@ fn pump(
     panic!("never quiet");
 }
 
+/// The texts we received encrypted, with the instance each came from.
+fn encrypted_by_instance(events: &[Event]) -> Vec<(u32, String)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Message { instance: Some(i), text, encrypted: true } => Some((i.get(), text.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The texts a libotr client received encrypted.
+fn lib_encrypted_texts(events: &[PeerEvent]) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            PeerEvent::Msg { text, encrypted: true } => Some(String::from_utf8_lossy(text).into_owned()),
+            _ => None,
+        })
+        .collect()
+}
+
 #[test]
 fn two_libotr_instances_of_one_account_keep_separate_conversations() {
     let mut rng = ChaCha20Rng::seed_from_u64(3);
@@ -627,13 +649,7 @@ fn two_libotr_instances_of_one_account_keep_separate_conversations() {
     bobs[0].send("from laptop");
     bobs[1].send("from phone");
     pump(&mut ours, &mut bobs, &mut rng, now, &mut events, &mut lib_events);
-    let got: Vec<(u32, String)> = events
-        .iter()
-        .filter_map(|e| match e {
-            Event::Message { instance: Some(i), text, encrypted: true } => Some((i.get(), text.clone())),
-            _ => None,
-        })
-        .collect();
+    let got = encrypted_by_instance(&events);
     assert!(got.contains(&(bobs[0].instance_tag(), "from laptop".into())), "{got:?}");
     assert!(got.contains(&(bobs[1].instance_tag(), "from phone".into())), "{got:?}");
     // We answer each instance explicitly; only the addressed client reads it.
@@ -643,14 +659,7 @@ fn two_libotr_instances_of_one_account_keep_separate_conversations() {
     }
     pump(&mut ours, &mut bobs, &mut rng, now, &mut events, &mut lib_events);
     for (k, seen) in lib_events.iter().enumerate() {
-        let texts: Vec<String> = seen
-            .iter()
-            .filter_map(|e| match e {
-                PeerEvent::Msg { text, encrypted: true } => Some(String::from_utf8_lossy(text).into_owned()),
-                _ => None,
-            })
-            .collect();
-        assert_eq!(texts, vec![format!("to {k}")], "client {k} got only its own message");
+        assert_eq!(lib_encrypted_texts(seen), vec![format!("to {k}")], "client {k} got only its own message");
     }
     // A plain send goes to the most recently active private instance (the phone).
     ours.send(now, "default").unwrap();
@@ -853,28 +862,14 @@ fn a_v2_client_and_a_v3_client_of_one_account_keep_separate_conversations() {
     bobs[0].send("from the v2 client");
     bobs[1].send("from the v3 client");
     pump(&mut ours, &mut bobs, &mut rng, now, &mut events, &mut lib_events);
-    let got: Vec<(u32, String)> = events
-        .iter()
-        .filter_map(|e| match e {
-            Event::Message { instance: Some(i), text, encrypted: true } => Some((i.get(), text.clone())),
-            _ => None,
-        })
-        .collect();
+    let got = encrypted_by_instance(&events);
     assert!(got.contains(&(0, "from the v2 client".into())), "{got:?}");
     assert!(got.contains(&(bobs[1].instance_tag(), "from the v3 client".into())), "{got:?}");
     ours.send_to(now, InstanceTag::V2, "to v2").unwrap();
     ours.send_to(now, InstanceTag::new(bobs[1].instance_tag()).unwrap(), "to v3").unwrap();
     pump(&mut ours, &mut bobs, &mut rng, now, &mut events, &mut lib_events);
-    let texts = |evs: &[PeerEvent]| -> Vec<String> {
-        evs.iter()
-            .filter_map(|e| match e {
-                PeerEvent::Msg { text, encrypted: true } => Some(String::from_utf8_lossy(text).into_owned()),
-                _ => None,
-            })
-            .collect()
-    };
-    assert_eq!(texts(&lib_events[0]), vec!["to v2".to_string()]);
-    assert_eq!(texts(&lib_events[1]), vec!["to v3".to_string()]);
+    assert_eq!(lib_encrypted_texts(&lib_events[0]), vec!["to v2".to_string()]);
+    assert_eq!(lib_encrypted_texts(&lib_events[1]), vec!["to v3".to_string()]);
 }
 
 #[test]
