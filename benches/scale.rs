@@ -24,44 +24,13 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use otr::fragment::{MAX_MESSAGE_BYTES, MAX_PARTIALS};
-use otr::{DsaKeyPair, Event, InstanceTag, Policy, Session, SessionConfig, Timestamp};
+use otr::{DsaKeyPair, InstanceTag, Policy, Session, SessionConfig};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
 
-#[path = "../tests/counting_alloc/mod.rs"]
-mod counting_alloc;
-use counting_alloc::live;
-
-const NOW: Timestamp = Timestamp(0);
-
-fn session(name: &str, key: &DsaKeyPair, rng: &mut ChaCha20Rng) -> Session {
-    Session::new(SessionConfig::new(name, Policy::MANUAL, InstanceTag::random(rng)), key.clone())
-}
-
-/// Delivers everything queued between `a` and `b` until quiet; returns the texts delivered.
-fn exchange(a: &mut Session, b: &mut Session, rng: &mut ChaCha20Rng) -> usize {
-    let mut delivered = 0;
-    for _ in 0..32 {
-        let mut moved = false;
-        while let Some(t) = a.poll_transmit() {
-            moved = true;
-            let _ = b.receive(NOW, &t.message, rng);
-        }
-        while let Some(t) = b.poll_transmit() {
-            moved = true;
-            let _ = a.receive(NOW, &t.message, rng);
-        }
-        for s in [&mut *a, &mut *b] {
-            while let Some(e) = s.poll_event() {
-                delivered += usize::from(matches!(e, Event::Message { .. }));
-            }
-        }
-        if !moved {
-            break;
-        }
-    }
-    delivered
-}
+#[path = "../tests/heap/mod.rs"]
+mod heap;
+use heap::{NOW, exchange, live, per_endpoint, session};
 
 /// One process's sessions, each with the peer it talks to (the peers stand for the network).
 struct Hub {
@@ -75,8 +44,8 @@ impl Hub {
     fn grow_to(&mut self, n: usize) {
         while self.peers.len() < n {
             let name = format!("peer{:05}", self.peers.len());
-            let mut mine = session("me", &self.keys.0, &mut self.rng);
-            let mut theirs = session(&name, &self.keys.1, &mut self.rng);
+            let mut mine = session("me", Policy::MANUAL, &self.keys.0, &mut self.rng);
+            let mut theirs = session(&name, Policy::MANUAL, &self.keys.1, &mut self.rng);
             mine.start(NOW);
             exchange(&mut mine, &mut theirs, &mut self.rng);
             assert!(mine.private_with().is_some(), "AKE with {name}");
@@ -127,30 +96,9 @@ impl Hub {
     }
 }
 
-/// Bytes per endpoint of `n` conversations brought to a state by `prepare`.
-fn per_session(
-    n: usize,
-    keys: &(DsaKeyPair, DsaKeyPair),
-    prepare: impl Fn(&mut Session, &mut Session, &mut ChaCha20Rng),
-) -> usize {
-    let mut rng = ChaCha20Rng::seed_from_u64(5);
-    let before = live();
-    let mut pairs: Vec<(Session, Session)> = Vec::with_capacity(n);
-    let vec_bytes = live() - before;
-    for _ in 0..n {
-        let mut a = session("alice", &keys.0, &mut rng);
-        let mut b = session("bob", &keys.1, &mut rng);
-        prepare(&mut a, &mut b, &mut rng);
-        pairs.push((a, b));
-    }
-    let bytes = (live() - before - vec_bytes) / (2 * n);
-    drop(pairs);
-    bytes
-}
-
 fn flood(keys: &(DsaKeyPair, DsaKeyPair)) {
     let mut rng = ChaCha20Rng::seed_from_u64(6);
-    let mut victim = session("victim", &keys.0, &mut rng);
+    let mut victim = session("victim", Policy::MANUAL, &keys.0, &mut rng);
     let tag = victim.instance_tag().get();
     let before = live();
     // MAX_PARTIALS + 4 senders each start a message of the largest size, then keep adding
@@ -203,12 +151,12 @@ fn main() {
     let mut rng = ChaCha20Rng::seed_from_u64(42);
     let keys = (DsaKeyPair::generate(&mut rng), DsaKeyPair::generate(&mut rng));
     let n = if quick { 50 } else { 500 };
-    let idle = per_session(n, &keys, |_, _, _| {});
-    let established = per_session(n, &keys, |a, b, rng| {
+    let idle = per_endpoint(n, &keys, |_, _, _| {});
+    let established = per_endpoint(n, &keys, |a, b, rng| {
         a.start(NOW);
         exchange(a, b, rng);
     });
-    let active = per_session(n, &keys, |a, b, rng| {
+    let active = per_endpoint(n, &keys, |a, b, rng| {
         a.start(NOW);
         exchange(a, b, rng);
         for i in 0..4 {

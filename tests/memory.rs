@@ -4,54 +4,13 @@
 //! (`tests/features.rs::hostile_fragments_are_dropped_with_bounded_memory`); the figures for
 //! 10,000 sessions come from `benches/scale.rs`.
 
-use otr::{DsaKeyPair, InstanceTag, Policy, SendError, Sent, Session, SessionConfig, Timestamp};
+use otr::{DsaKeyPair, Policy, SendError, Sent};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 
-mod counting_alloc;
+mod heap;
 
-const NOW: Timestamp = Timestamp(0);
-
-fn session(name: &str, policy: Policy, key: &DsaKeyPair, rng: &mut ChaCha20Rng) -> Session {
-    Session::new(SessionConfig::new(name, policy, InstanceTag::random(rng)), key.clone())
-}
-
-fn exchange(a: &mut Session, b: &mut Session, rng: &mut ChaCha20Rng) {
-    for _ in 0..32 {
-        let mut moved = false;
-        while let Some(t) = a.poll_transmit() {
-            moved = true;
-            let _ = b.receive(NOW, &t.message, rng);
-        }
-        while let Some(t) = b.poll_transmit() {
-            moved = true;
-            let _ = a.receive(NOW, &t.message, rng);
-        }
-        while a.poll_event().is_some() || b.poll_event().is_some() {}
-        if !moved {
-            return;
-        }
-    }
-    panic!("the conversation did not settle in 32 rounds");
-}
-
-/// Live bytes per endpoint of 20 conversations brought to a state by `prepare`.
-fn per_endpoint(
-    keys: &(DsaKeyPair, DsaKeyPair),
-    prepare: impl Fn(&mut Session, &mut Session, &mut ChaCha20Rng),
-) -> usize {
-    const N: usize = 20;
-    let mut rng = ChaCha20Rng::seed_from_u64(1);
-    let mut pairs = Vec::with_capacity(N);
-    let before = counting_alloc::live();
-    for _ in 0..N {
-        let mut a = session("alice", Policy::MANUAL, &keys.0, &mut rng);
-        let mut b = session("bob", Policy::MANUAL, &keys.1, &mut rng);
-        prepare(&mut a, &mut b, &mut rng);
-        pairs.push((a, b));
-    }
-    counting_alloc::live().saturating_sub(before) / (2 * N)
-}
+use heap::{NOW, exchange, per_endpoint, session};
 
 /// A quarter of what libotr 4.1.1 holds per established context (about 48 KB, measured by
 /// `examples/bench-vs-libotr.rs`): the target.
@@ -61,13 +20,13 @@ const QUARTER_OF_LIBOTR: usize = 12 * 1024;
 fn sessions_hold_a_few_kilobytes() {
     let mut rng = ChaCha20Rng::seed_from_u64(2);
     let keys = (DsaKeyPair::generate(&mut rng), DsaKeyPair::generate(&mut rng));
-    let idle = per_endpoint(&keys, |_, _, _| {});
-    let established = per_endpoint(&keys, |a, b, rng| {
+    let idle = per_endpoint(20, &keys, |_, _, _| {});
+    let established = per_endpoint(20, &keys, |a, b, rng| {
         a.start(NOW);
         exchange(a, b, rng);
         assert!(a.private_with().is_some() && b.private_with().is_some());
     });
-    let active = per_endpoint(&keys, |a, b, rng| {
+    let active = per_endpoint(20, &keys, |a, b, rng| {
         a.start(NOW);
         exchange(a, b, rng);
         for _ in 0..4 {
@@ -88,7 +47,7 @@ fn held_messages_are_capped() {
     let key = DsaKeyPair::generate(&mut rng);
     let mut s = session("typist", Policy::ALWAYS, &key, &mut rng);
     let text = "x".repeat(1000);
-    let before = counting_alloc::live();
+    let before = heap::live();
     let mut held = 0;
     for i in 0..1000 {
         match s.send(NOW, &text) {
@@ -98,7 +57,7 @@ fn held_messages_are_capped() {
         }
         while s.poll_transmit().is_some() {}
     }
-    let grown = counting_alloc::live().saturating_sub(before);
+    let grown = heap::live().saturating_sub(before);
     assert_eq!(held, 100);
     // 100 texts of 1000 bytes, plus the queue's own slots and the key exchange's state.
     assert!(grown < 100 * 1000 + 32 * 1024, "held-message flood grew the heap by {grown} B");
