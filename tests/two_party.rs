@@ -83,13 +83,7 @@ fn remote_end_finishes_and_refuses_to_send() {
         "alice is FINISHED: plaintext is not a message"
     );
     // A new AKE gives a new ssid and both can talk again.
-    let now = p.now;
-    p.a.end(now);
-    let second = p.secure(Side::B);
-    assert_ne!(first, second);
-    p.send(Side::A, "back").unwrap();
-    p.drive();
-    assert_eq!(p.messages(Side::B).last(), Some(&("back".to_string(), true)));
+    p.restart_after_bob_ended(first, "back");
 }
 
 #[test]

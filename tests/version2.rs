@@ -147,12 +147,7 @@ fn v2_end_and_restart_and_no_extra_symmetric_key() {
     p.drive();
     assert!(p.a_events.iter().any(|e| matches!(e, Event::RemoteEnded { instance } if instance.is_v2())));
     assert_eq!(p.send(Side::A, "hello?"), Err(SendError::Finished));
-    p.a.end(now);
-    let second = p.secure(Side::B);
-    assert_ne!(first, second);
-    p.send(Side::A, "again").unwrap();
-    p.drive();
-    assert_eq!(p.messages(Side::B).last(), Some(&("again".to_string(), true)));
+    p.restart_after_bob_ended(first, "again");
 }
 
 #[test]

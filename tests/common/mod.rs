@@ -133,6 +133,18 @@ impl Pair {
         a.1
     }
 
+    /// After Bob ended the conversation: Alice ends hers too, Bob starts a new AKE, which must
+    /// give a new ssid (not `old`), and Alice's `text` reaches Bob encrypted.
+    pub fn restart_after_bob_ended(&mut self, old: otr::Ssid, text: &str) {
+        let now = self.now;
+        self.a.end(now);
+        let new = self.secure(Side::B);
+        assert_ne!(old, new);
+        self.send(Side::A, text).unwrap();
+        self.drive();
+        assert_eq!(self.messages(Side::B).last(), Some(&(text.to_string(), true)));
+    }
+
     /// Texts delivered to `side`, with their encrypted flag.
     pub fn messages(&self, side: Side) -> Vec<(String, bool)> {
         self.events(side)
