@@ -3,7 +3,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use otr::keystore::{ContactId, KdfParams, KeystoreError, Seen, Trust};
 use otr::{DsaKeyPair, Fingerprint, Store, StoreError};
@@ -13,26 +13,9 @@ use rand_core::SeedableRng;
 /// Small Argon2 parameters: the header carries them, so tests stay fast.
 const FAST: KdfParams = KdfParams { memory_kib: 64, iterations: 1, parallelism: 1 };
 
-/// A fresh, empty directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("otr-rs-keystore-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Self(dir)
-    }
-
-    fn path(&self, file: &str) -> PathBuf {
-        self.0.join(file)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// A fresh temporary directory, removed when dropped.
+fn temp_dir(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new().prefix(&format!("otr-rs-keystore-{name}-")).tempdir().unwrap()
 }
 
 fn key() -> DsaKeyPair {
@@ -51,8 +34,8 @@ fn populated(path: &Path, rng: &mut ChaCha20Rng) -> Store {
     store
 }
 
-fn entries(dir: &TempDir) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(&dir.0)
+fn entries(dir: &tempfile::TempDir) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
@@ -62,8 +45,8 @@ fn entries(dir: &TempDir) -> Vec<String> {
 
 #[test]
 fn create_save_open_round_trip_with_mode_0600() {
-    let dir = TempDir::new("roundtrip");
-    let path = dir.path("sub/dir/store");
+    let dir = temp_dir("roundtrip");
+    let path = dir.path().join("sub/dir/store");
     let mut rng = ChaCha20Rng::seed_from_u64(1);
     populated(&path, &mut rng);
     let store = Store::open(&path, b"passphrase").unwrap();
@@ -86,20 +69,20 @@ fn create_save_open_round_trip_with_mode_0600() {
 
 #[test]
 fn create_refuses_to_overwrite() {
-    let dir = TempDir::new("exists");
-    let path = dir.path("store");
+    let dir = temp_dir("exists");
+    let path = dir.path().join("store");
     let mut rng = ChaCha20Rng::seed_from_u64(2);
     populated(&path, &mut rng);
     let before = std::fs::read(&path).unwrap();
     assert!(matches!(Store::create(&path, b"other", FAST, &mut rng), Err(StoreError::Exists(_))));
     assert_eq!(std::fs::read(&path).unwrap(), before);
-    assert!(matches!(Store::open(&dir.path("missing"), b"x"), Err(StoreError::NotFound(_))));
+    assert!(matches!(Store::open(&dir.path().join("missing"), b"x"), Err(StoreError::NotFound(_))));
 }
 
 #[test]
 fn crash_before_rename_leaves_old_store_intact() {
-    let dir = TempDir::new("crash");
-    let path = dir.path("store");
+    let dir = temp_dir("crash");
+    let path = dir.path().join("store");
     let mut rng = ChaCha20Rng::seed_from_u64(3);
     let mut store = populated(&path, &mut rng);
     let before = std::fs::read(&path).unwrap();
@@ -119,8 +102,8 @@ fn crash_before_rename_leaves_old_store_intact() {
 
 #[test]
 fn change_passphrase() {
-    let dir = TempDir::new("passwd");
-    let path = dir.path("store");
+    let dir = temp_dir("passwd");
+    let path = dir.path().join("store");
     let mut rng = ChaCha20Rng::seed_from_u64(4);
     let mut store = populated(&path, &mut rng);
     let params = KdfParams { memory_kib: 128, iterations: 2, parallelism: 1 };
@@ -139,8 +122,8 @@ fn change_passphrase() {
 
 #[test]
 fn bad_files_are_errors_and_nothing_is_written() {
-    let dir = TempDir::new("bad");
-    let path = dir.path("store");
+    let dir = temp_dir("bad");
+    let path = dir.path().join("store");
     let mut rng = ChaCha20Rng::seed_from_u64(5);
     populated(&path, &mut rng);
     let good = std::fs::read(&path).unwrap();
@@ -153,7 +136,7 @@ fn bad_files_are_errors_and_nothing_is_written() {
     assert_eq!(std::fs::metadata(&path).unwrap().modified().unwrap(), modified);
 
     let check = |bytes: &[u8], what: &str| {
-        let p = dir.path("variant");
+        let p = dir.path().join("variant");
         std::fs::write(&p, bytes).unwrap();
         let err = Store::open(&p, b"passphrase").unwrap_err();
         assert!(!err.to_string().is_empty(), "{what}");
@@ -172,7 +155,7 @@ fn bad_files_are_errors_and_nothing_is_written() {
     // A header asking for 4 GiB of memory.
     let mut absurd = good.clone();
     absurd[11..15].copy_from_slice(&u32::MAX.to_be_bytes());
-    let p = dir.path("absurd");
+    let p = dir.path().join("absurd");
     std::fs::write(&p, &absurd).unwrap();
     assert!(matches!(
         Store::open(&p, b"passphrase"),
@@ -185,8 +168,8 @@ fn bad_files_are_errors_and_nothing_is_written() {
 
 #[test]
 fn malformed_libotr_import_leaves_store_untouched() {
-    let dir = TempDir::new("import");
-    let path = dir.path("store");
+    let dir = temp_dir("import");
+    let path = dir.path().join("store");
     let mut rng = ChaCha20Rng::seed_from_u64(6);
     let mut store = populated(&path, &mut rng);
     let good = std::fs::read(&path).unwrap();

@@ -9,7 +9,7 @@
 #![allow(unsafe_code)]
 
 use std::ffi::{CStr, CString, c_char, c_uint, c_void};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use otr::keystore::{ContactId, KdfParams, KeyStore, Observation, SealKey, Seen, Trust};
 use otr::libotr_files::{parse_fingerprints, parse_private_keys};
@@ -101,25 +101,9 @@ impl Drop for UserState {
     }
 }
 
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("otr-rs-keystore-libotr-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Self(dir)
-    }
-
-    fn path(&self, file: &str) -> PathBuf {
-        self.0.join(file)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// A fresh temporary directory, removed when dropped.
+fn temp_dir(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new().prefix(&format!("otr-rs-keystore-libotr-{name}-")).tempdir().unwrap()
 }
 
 /// Our session for `account` with `key`, and a libotr endpoint `peer` talking to it.
@@ -200,8 +184,8 @@ const FAST: KdfParams = KdfParams { memory_kib: 64, iterations: 1, parallelism: 
 
 #[test]
 fn key_generated_by_libotr_is_imported_with_its_fingerprint_and_works() {
-    let dir = TempDir::new("import");
-    let keyfile = dir.path("otr.private_key");
+    let dir = temp_dir("import");
+    let keyfile = dir.path().join("otr.private_key");
     // libotr generates the key (otrl_privkey_generate) and writes its file.
     let alice_lib =
         LibotrPeer::new("alice@example.com", "bob@example.com", PeerPolicy::Manual, false, 0, Some(&keyfile))
@@ -251,11 +235,11 @@ fn key_generated_by_libotr_is_imported_with_its_fingerprint_and_works() {
 
     // Exported, the trust reads back in libotr as libotr itself would have written it.
     let export = store.export_libotr().unwrap();
-    let fps = dir.path("otr.fingerprints");
+    let fps = dir.path().join("otr.fingerprints");
     std::fs::write(&fps, &export.fingerprints).unwrap();
     let us = UserState::new();
     us.read_fingerprints(&fps).unwrap();
-    let rewritten = dir.path("rewritten.fingerprints");
+    let rewritten = dir.path().join("rewritten.fingerprints");
     us.write_fingerprints(&rewritten).unwrap();
     let text = std::fs::read_to_string(&rewritten).unwrap();
     assert_eq!(text, format!("bob@example.com\talice@example.com\t{PROTOCOL}\t{bob_fp}\tsmp\n"));
@@ -263,7 +247,7 @@ fn key_generated_by_libotr_is_imported_with_its_fingerprint_and_works() {
 
 #[test]
 fn key_exported_by_us_is_read_by_libotr_with_the_same_fingerprint() {
-    let dir = TempDir::new("export");
+    let dir = temp_dir("export");
     let mut rng = ChaCha20Rng::seed_from_u64(3);
     let mut store = KeyStore::new();
     // Names that libgcrypt writes quoted, as a token, quoted with escapes and raw UTF-8,
@@ -289,7 +273,7 @@ fn key_exported_by_us_is_read_by_libotr_with_the_same_fingerprint() {
     ] {
         assert!(text.contains(expected), "{expected} in\n{text}");
     }
-    let keyfile = dir.path("otr.private_key");
+    let keyfile = dir.path().join("otr.private_key");
     std::fs::write(&keyfile, &*export.private_key).unwrap();
 
     // libotr's own reader gives every account the fingerprint we compute.
@@ -332,7 +316,7 @@ fn key_exported_by_us_is_read_by_libotr_with_the_same_fingerprint() {
 
 #[test]
 fn fingerprints_file_round_trips_through_libotr() {
-    let dir = TempDir::new("fingerprints");
+    let dir = temp_dir("fingerprints");
     let mut store = KeyStore::new();
     let entries = [
         ("bob@example.com", "alice@example.com", PROTOCOL, [1u8; 20], Trust::VerifiedSmp),
@@ -346,11 +330,11 @@ fn fingerprints_file_round_trips_through_libotr() {
         store.set_trust(&c, &otr::Fingerprint(fp), trust).unwrap();
     }
     let export = store.export_libotr().unwrap();
-    let ours = dir.path("otr.fingerprints");
+    let ours = dir.path().join("otr.fingerprints");
     std::fs::write(&ours, &export.fingerprints).unwrap();
     let us = UserState::new();
     us.read_fingerprints(&ours).unwrap();
-    let back = dir.path("libotr.fingerprints");
+    let back = dir.path().join("libotr.fingerprints");
     us.write_fingerprints(&back).unwrap();
     let libotr_written = std::fs::read(&back).unwrap();
     // libotr keeps its own context order; compare as sets.
@@ -370,7 +354,7 @@ fn fingerprints_file_round_trips_through_libotr() {
     }
     // libotr reads our keys file written with no accounts, too.
     let empty = KeyStore::new().export_libotr().unwrap();
-    let keyfile = dir.path("empty.private_key");
+    let keyfile = dir.path().join("empty.private_key");
     std::fs::write(&keyfile, &*empty.private_key).unwrap();
     us.read_keys(&keyfile).unwrap();
     assert!(parse_private_keys(&empty.private_key).unwrap().is_empty());
