@@ -9,6 +9,9 @@
 use otr::{
     DsaKeyPair, Event, InstanceTag, Policy, ReceiveError, SendError, Sent, Session, SessionConfig, Timestamp,
 };
+mod common;
+
+use common::pump;
 use otr_libotr_harness::{LibotrPeer, Output, POLICY_ALLOW_V3, PeerEvent, PeerPolicy};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
@@ -556,46 +559,6 @@ fn ake_smp_and_large_messages_fragmented_at_300_both_ways(proto: Proto) {
         let long = d.wire.iter().filter(|(_, m)| m.len() > 300).count();
         assert!(long <= 1, "only libotr's unfragmented query may exceed 300 bytes ({long})");
     }
-}
-
-/// Routes messages between our session and several libotr clients of one account until all
-/// are quiet. Everything we send reaches every client (as an XMPP server does for a bare JID).
-fn pump(
-    ours: &mut Session,
-    clients: &mut [LibotrPeer],
-    rng: &mut ChaCha20Rng,
-    now: Timestamp,
-    events: &mut Vec<Event>,
-    lib_events: &mut [Vec<PeerEvent>],
-) {
-    for _ in 0..1000 {
-        let mut moved = false;
-        while let Some(t) = ours.poll_transmit() {
-            moved = true;
-            for c in clients.iter_mut() {
-                c.receive(t.message.as_bytes());
-            }
-        }
-        for (k, c) in clients.iter_mut().enumerate() {
-            while let Some(o) = c.poll_output() {
-                match o {
-                    Output::Net(m) => {
-                        moved = true;
-                        let _ = ours.receive(now, &m, rng);
-                    }
-                    Output::Event(PeerEvent::Log(_)) => {}
-                    Output::Event(e) => lib_events[k].push(e),
-                }
-            }
-        }
-        while let Some(e) = ours.poll_event() {
-            events.push(e);
-        }
-        if !moved {
-            return;
-        }
-    }
-    panic!("never quiet");
 }
 
 /// The texts we received encrypted, with the instance each came from.

@@ -14,7 +14,9 @@ use std::path::Path;
 use otr::keystore::{ContactId, KdfParams, KeyStore, Observation, SealKey, Seen, Trust};
 use otr::libotr_files::{parse_fingerprints, parse_private_keys};
 use otr::{DsaKeyPair, Event, InstanceTag, Policy, Session, SessionConfig, Timestamp};
-use otr_libotr_harness::{LibotrPeer, Output, PeerEvent, PeerPolicy};
+mod common;
+
+use otr_libotr_harness::{LibotrPeer, PeerEvent, PeerPolicy};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 
@@ -131,30 +133,14 @@ impl Pair {
     }
 
     fn drive(&mut self) {
-        for _ in 0..10_000 {
-            let mut moved = false;
-            while let Some(t) = self.ours.poll_transmit() {
-                moved = true;
-                self.lib.receive(t.message.as_bytes());
-            }
-            while let Some(out) = self.lib.poll_output() {
-                match out {
-                    Output::Net(m) => {
-                        moved = true;
-                        let _ = self.ours.receive(self.now, &m, &mut self.rng);
-                    }
-                    Output::Event(PeerEvent::Log(_)) => {}
-                    Output::Event(e) => self.lib_events.push(e),
-                }
-            }
-            while let Some(e) = self.ours.poll_event() {
-                self.our_events.push(e);
-            }
-            if !moved {
-                return;
-            }
-        }
-        panic!("never went quiet");
+        common::pump(
+            &mut self.ours,
+            std::slice::from_mut(&mut self.lib),
+            &mut self.rng,
+            self.now,
+            &mut self.our_events,
+            std::slice::from_mut(&mut self.lib_events),
+        );
     }
 
     /// The fingerprint libotr saw for us when it went secure.
