@@ -89,8 +89,8 @@ impl AkeKeys {
 
     /// These keys and where they came from, for the `trace` feature.
     #[cfg(feature = "trace")]
-    fn trace(&self, ours: &DhKeyPair, theirs: &Element, s: &SharedSecret) -> crate::trace::Pending {
-        crate::trace::Pending::AkeKeys {
+    fn trace(&self, ours: &DhKeyPair, theirs: &Element, s: &SharedSecret) -> crate::trace::Value {
+        crate::trace::Value::AkeKeys {
             our_private: ours.private_bytes(),
             our_public: ours.public().to_bytes(),
             their_public: theirs.to_bytes(),
@@ -98,7 +98,10 @@ impl AkeKeys {
             ssid: self.ssid,
             c: self.c,
             c_prime: self.c_prime,
-            m: [self.m1, self.m2, self.m1_prime, self.m2_prime],
+            m1: self.m1,
+            m2: self.m2,
+            m1_prime: self.m1_prime,
+            m2_prime: self.m2_prime,
         }
     }
 }
@@ -139,7 +142,7 @@ pub struct Ake {
     state: State,
     /// Keys derived since the session last looked (feature `trace` only).
     #[cfg(feature = "trace")]
-    traces: Vec<crate::trace::Pending>,
+    traces: Vec<crate::trace::Value>,
 }
 
 /// Where the AKE stands, for diagnostics and vectors.
@@ -202,7 +205,7 @@ impl Ake {
 
     /// The keys derived since the last call (feature `trace` only; secret).
     #[cfg(feature = "trace")]
-    pub(crate) fn take_traces(&mut self) -> Vec<crate::trace::Pending> {
+    pub(crate) fn take_traces(&mut self) -> Vec<crate::trace::Value> {
         core::mem::take(&mut self.traces)
     }
 

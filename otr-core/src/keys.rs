@@ -165,7 +165,7 @@ pub struct KeyWindow {
     reveal: Zeroizing<Vec<u8>>,
     /// Keys computed since the session last looked (feature `trace` only).
     #[cfg(feature = "trace")]
-    traces: Vec<crate::trace::Pending>,
+    traces: Vec<crate::trace::Value>,
 }
 
 /// Everything needed to build one outgoing data message.
@@ -216,7 +216,7 @@ impl KeyWindow {
             let s = self.our[o].shared_secret(theirs);
             let keys = SessionKeys::from_shared(self.our[o].public(), theirs, &s);
             #[cfg(feature = "trace")]
-            self.traces.push(crate::trace::Pending::SessionKeys {
+            self.traces.push(crate::trace::Value::SessionKeys {
                 our_keyid: self.our_keyid - o as u32,
                 their_keyid: self.their_keyid - t as u32,
                 shared_secret: s.mpi().to_vec(),
@@ -235,12 +235,12 @@ impl KeyWindow {
     fn trace_key(&mut self, o: usize, keyid: u32) {
         let private = self.our[o].private_bytes();
         let public = self.our[o].public().to_bytes();
-        self.traces.push(crate::trace::Pending::DhKey { keyid, private, public });
+        self.traces.push(crate::trace::Value::DhKey { keyid, private, public });
     }
 
     /// The keys computed since the last call (feature `trace` only; secret).
     #[cfg(feature = "trace")]
-    pub(crate) fn take_traces(&mut self) -> Vec<crate::trace::Pending> {
+    pub(crate) fn take_traces(&mut self) -> Vec<crate::trace::Value> {
         core::mem::take(&mut self.traces)
     }
 

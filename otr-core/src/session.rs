@@ -265,7 +265,7 @@ impl Session {
         }
         if self.tracing {
             let tag = inst.tag;
-            self.traces.extend(pending.into_iter().map(|t| t.at(tag)));
+            self.traces.extend(pending.into_iter().map(|value| crate::trace::Trace { instance: tag, value }));
         }
     }
 
@@ -288,13 +288,15 @@ impl Session {
         if self.tracing {
             let ssid = p.ssid.0;
             let digest = crate::smp::secret_digest(initiator, responder, &ssid, secret);
-            self.traces.push_back(crate::trace::Trace::SmpSecret {
+            self.traces.push_back(crate::trace::Trace {
                 instance: inst.tag,
-                initiator: initiator.0,
-                responder: responder.0,
-                ssid,
-                user_secret: secret.to_vec(),
-                secret: *digest,
+                value: crate::trace::Value::SmpSecret {
+                    initiator: initiator.0,
+                    responder: responder.0,
+                    ssid,
+                    user_secret: secret.to_vec(),
+                    secret: *digest,
+                },
             });
         }
     }

@@ -16,14 +16,22 @@
 
 use crate::instance::InstanceTag;
 
-/// One intermediate value (or group of values) computed by the engine.
+/// One intermediate value (or group of values) the engine computed, and the remote instance
+/// it concerns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Trace {
+    /// The remote instance.
+    pub instance: InstanceTag,
+    /// What was computed.
+    pub value: Value,
+}
+
+/// An intermediate value (or group of values).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum Trace {
+pub enum Value {
     /// The AKE derived its keys from the shared secret s = g^xy.
     AkeKeys {
-        /// The remote instance.
-        instance: InstanceTag,
         /// Our AKE DH private exponent (x or y).
         our_private: Vec<u8>,
         /// Our AKE DH public value.
@@ -50,8 +58,6 @@ pub enum Trace {
     /// A data-phase DH key pair of ours got a keyid (keyid 1 is the AKE key, then one new key
     /// per rotation).
     DhKey {
-        /// The remote instance the key is used with.
-        instance: InstanceTag,
         /// Its keyid.
         keyid: u32,
         /// The private exponent (40 bytes, big-endian).
@@ -61,8 +67,6 @@ pub enum Trace {
     },
     /// The data keys of one (our keyid, their keyid) pair were derived.
     SessionKeys {
-        /// The remote instance.
-        instance: InstanceTag,
         /// Our keyid.
         our_keyid: u32,
         /// The peer's keyid.
@@ -82,8 +86,6 @@ pub enum Trace {
     },
     /// SMP's compared secret was computed (on starting or answering).
     SmpSecret {
-        /// The remote instance.
-        instance: InstanceTag,
         /// The initiator's fingerprint.
         initiator: [u8; 20],
         /// The responder's fingerprint.
@@ -95,79 +97,4 @@ pub enum Trace {
         /// SHA-256(0x01 ‖ initiator ‖ responder ‖ ssid ‖ user secret).
         secret: [u8; 32],
     },
-}
-
-/// A value computed below the session, before it is known which instance it concerns.
-#[derive(Debug, Clone)]
-pub(crate) enum Pending {
-    /// See [`Trace::AkeKeys`].
-    AkeKeys {
-        our_private: Vec<u8>,
-        our_public: Vec<u8>,
-        their_public: Vec<u8>,
-        shared_secret: Vec<u8>,
-        ssid: [u8; 8],
-        c: [u8; 16],
-        c_prime: [u8; 16],
-        m: [[u8; 32]; 4],
-    },
-    /// See [`Trace::DhKey`].
-    DhKey { keyid: u32, private: Vec<u8>, public: Vec<u8> },
-    /// See [`Trace::SessionKeys`].
-    SessionKeys {
-        our_keyid: u32,
-        their_keyid: u32,
-        shared_secret: Vec<u8>,
-        send_aes: [u8; 16],
-        send_mac: [u8; 20],
-        recv_aes: [u8; 16],
-        recv_mac: [u8; 20],
-        extra: [u8; 32],
-    },
-}
-
-impl Pending {
-    /// The trace, now that the instance is known.
-    pub(crate) fn at(self, instance: InstanceTag) -> Trace {
-        match self {
-            Self::AkeKeys { our_private, our_public, their_public, shared_secret, ssid, c, c_prime, m } => {
-                let [m1, m2, m1_prime, m2_prime] = m;
-                Trace::AkeKeys {
-                    instance,
-                    our_private,
-                    our_public,
-                    their_public,
-                    shared_secret,
-                    ssid,
-                    c,
-                    c_prime,
-                    m1,
-                    m2,
-                    m1_prime,
-                    m2_prime,
-                }
-            }
-            Self::DhKey { keyid, private, public } => Trace::DhKey { instance, keyid, private, public },
-            Self::SessionKeys {
-                our_keyid,
-                their_keyid,
-                shared_secret,
-                send_aes,
-                send_mac,
-                recv_aes,
-                recv_mac,
-                extra,
-            } => Trace::SessionKeys {
-                instance,
-                our_keyid,
-                their_keyid,
-                shared_secret,
-                send_aes,
-                send_mac,
-                recv_aes,
-                recv_mac,
-                extra,
-            },
-        }
-    }
 }

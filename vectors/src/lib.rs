@@ -11,7 +11,7 @@
 
 use std::convert::Infallible;
 
-use otr::trace::Trace;
+use otr::trace::{Trace, Value as Computed};
 use otr::{
     DsaComponents, DsaKeyPair, Event, InstanceTag, Policy, ReceiveError, SendError, Sent, Session,
     SessionConfig, Timestamp,
@@ -392,9 +392,9 @@ pub fn event_json(e: &Event) -> Value {
 
 /// A trace as JSON.
 pub fn trace_json(t: &Trace) -> Value {
-    match t {
-        Trace::AkeKeys {
-            instance,
+    let instance = t.instance.get();
+    match &t.value {
+        Computed::AkeKeys {
             our_private,
             our_public,
             their_public,
@@ -407,18 +407,17 @@ pub fn trace_json(t: &Trace) -> Value {
             m1_prime,
             m2_prime,
         } => json!({
-            "type": "ake_keys", "instance": instance.get(),
+            "type": "ake_keys", "instance": instance,
             "our_private": hex(our_private), "our_public": hex(our_public),
             "their_public": hex(their_public), "shared_secret": hex(shared_secret),
             "ssid": hex(ssid), "c": hex(c), "c_prime": hex(c_prime),
             "m1": hex(m1), "m2": hex(m2), "m1_prime": hex(m1_prime), "m2_prime": hex(m2_prime),
         }),
-        Trace::DhKey { instance, keyid, private, public } => json!({
-            "type": "dh_key", "instance": instance.get(), "keyid": keyid,
+        Computed::DhKey { keyid, private, public } => json!({
+            "type": "dh_key", "instance": instance, "keyid": keyid,
             "private": hex(private), "public": hex(public),
         }),
-        Trace::SessionKeys {
-            instance,
+        Computed::SessionKeys {
             our_keyid,
             their_keyid,
             shared_secret,
@@ -428,14 +427,14 @@ pub fn trace_json(t: &Trace) -> Value {
             recv_mac,
             extra,
         } => json!({
-            "type": "session_keys", "instance": instance.get(),
+            "type": "session_keys", "instance": instance,
             "our_keyid": our_keyid, "their_keyid": their_keyid,
             "shared_secret": hex(shared_secret),
             "send_aes": hex(send_aes), "send_mac": hex(send_mac),
             "recv_aes": hex(recv_aes), "recv_mac": hex(recv_mac), "extra": hex(extra),
         }),
-        Trace::SmpSecret { instance, initiator, responder, ssid, user_secret, secret } => json!({
-            "type": "smp_secret", "instance": instance.get(),
+        Computed::SmpSecret { initiator, responder, ssid, user_secret, secret } => json!({
+            "type": "smp_secret", "instance": instance,
             "initiator": hex(initiator), "responder": hex(responder), "ssid": hex(ssid),
             "user_secret": hex(user_secret), "secret": hex(secret),
         }),
