@@ -149,7 +149,7 @@ fn smp(c: &mut Criterion, keys: &(DsaKeyPair, DsaKeyPair)) {
 
 fn fragments(c: &mut Criterion) {
     let encoded = message::encode_envelope(&[0x5a; 15_000]);
-    let pieces = fragment::split(&encoded, 300, Some((0x100, 0x101)));
+    let pieces = fragment::split(&encoded, 300, Some((0x100, 0x101))).expect("20 KB needs fragments");
     let mut g = c.benchmark_group("fragments");
     g.throughput(Throughput::Bytes(encoded.len() as u64));
     g.bench_function(format!("reassemble 20 KB from {} pieces", pieces.len()), |b| {

@@ -93,13 +93,13 @@ impl<'a> Fragment<'a> {
 }
 
 /// Splits `msg` into fragments of at most `max` bytes each: v3 fragments from and to the
-/// instance tags `tags` (sender, receiver), or v2 fragments when `tags` is `None`. Returns
-/// `msg` whole when it fits (or when `max` is too small to carry anything: then the transport
-/// must cope).
-pub fn split(msg: &str, max: usize, tags: Option<(u32, u32)>) -> Vec<String> {
+/// instance tags `tags` (sender, receiver), or v2 fragments when `tags` is `None`. `None` when
+/// `msg` goes as it is: it fits (`max` 0 means no limit), or it cannot be split (`max` too
+/// small to carry anything, too many pieces, not ASCII): then the transport must cope.
+pub fn split(msg: &str, max: usize, tags: Option<(u32, u32)>) -> Option<Vec<String>> {
     let overhead = if tags.is_some() { V3_OVERHEAD } else { V2_OVERHEAD };
     if max == 0 || msg.len() <= max || max <= overhead {
-        return vec![msg.to_owned()];
+        return None;
     }
     // Encoded OTR messages are ASCII, so byte chunks are character boundaries.
     let chunk = max - overhead;
@@ -107,16 +107,17 @@ pub fn split(msg: &str, max: usize, tags: Option<(u32, u32)>) -> Vec<String> {
         msg.as_bytes().chunks(chunk).map(|c| core::str::from_utf8(c).unwrap_or("")).collect();
     let n = pieces.len();
     if n > usize::from(MAX_PIECES) || !msg.is_ascii() {
-        return vec![msg.to_owned()];
+        return None;
     }
-    pieces
+    let fragments = pieces
         .iter()
         .enumerate()
         .map(|(i, p)| match tags {
             Some((sender, receiver)) => format!("?OTR|{sender:08x}|{receiver:08x},{:05},{n:05},{p},", i + 1),
             None => format!("?OTR,{:05},{n:05},{p},", i + 1),
         })
-        .collect()
+        .collect();
+    Some(fragments)
 }
 
 struct Partial {
@@ -213,7 +214,7 @@ mod tests {
         for (tags, prefix) in
             [(Some((0x1234, 0x5678)), "?OTR|00001234|00005678,00001,"), (None, "?OTR,00001,")]
         {
-            let frags = split(&msg, 300, tags);
+            let frags = split(&msg, 300, tags).unwrap();
             assert!(frags.len() > 3 && frags.iter().all(|f| f.len() <= 300));
             assert!(frags[0].starts_with(prefix), "{}", frags[0]);
             let mut r = Reassembler::default();

@@ -1043,15 +1043,10 @@ impl Session {
     /// the size limit.
     fn push_encoded(&mut self, bytes: &[u8], header: &Header) {
         let whole = message::encode_envelope(bytes);
-        let max = self.config.max_message_size;
-        if max == 0 || whole.len() <= max {
-            // It fits: queue it as it is (what `fragment::split` would copy).
-            self.outgoing.push_back(Transmit { message: whole });
-            return;
-        }
         let tags = (header.version == message::VERSION_3).then_some((header.sender, header.receiver));
-        for piece in fragment::split(&whole, max, tags) {
-            self.outgoing.push_back(Transmit { message: piece });
+        match fragment::split(&whole, self.config.max_message_size, tags) {
+            None => self.outgoing.push_back(Transmit { message: whole }),
+            Some(pieces) => self.outgoing.extend(pieces.into_iter().map(|message| Transmit { message })),
         }
     }
 

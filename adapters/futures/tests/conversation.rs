@@ -189,7 +189,7 @@ async fn peer_vanishes<S: Stream>(a: S, b: S) {
     bob.session.send(now, "a longer message that never arrives whole").unwrap();
     let long = bob.session.poll_transmit().unwrap().message;
     let tags = (bob.session.instance_tag().get(), alice.session().instance_tag().get());
-    let pieces = fragment::split(&long, 80, Some(tags));
+    let pieces = fragment::split(&long, 80, Some(tags)).expect("longer than 80 bytes");
     assert!(pieces.len() > 1);
     write_msg(&mut bob.stream, &pieces[0]).await;
     // ...and vanishes: its socket stays open, it reads and writes nothing more.
