@@ -33,8 +33,9 @@ use tokio_rustls::client::TlsStream;
 use crate::proto::{self, ClientFrame, ErrorCode, FrameError, PROTOCOL_VERSION, ServerFrame};
 use crate::tls::{CertFingerprint, PinVerifier, client_config};
 
-/// How to reach and log in to a relay.
-#[derive(Debug, Clone)]
+/// How to reach and log in to a relay. Its `Debug` output shows `secret: "<redacted>"`, so
+/// a configuration can be logged without giving the account away.
+#[derive(Clone)]
 pub struct ClientConfig {
     /// `host:port` of the relay.
     pub server: String,
@@ -53,6 +54,21 @@ pub struct ClientConfig {
     pub inbox_capacity: usize,
     /// The largest frame accepted from the server.
     pub max_frame_bytes: usize,
+}
+
+impl std::fmt::Debug for ClientConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientConfig")
+            .field("server", &self.server)
+            .field("pin", &self.pin)
+            .field("account", &self.account)
+            .field("secret", &crate::proto::REDACTED)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("keepalive", &self.keepalive)
+            .field("inbox_capacity", &self.inbox_capacity)
+            .field("max_frame_bytes", &self.max_frame_bytes)
+            .finish()
+    }
 }
 
 impl ClientConfig {

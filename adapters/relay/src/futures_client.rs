@@ -55,7 +55,7 @@ where
 /// The relay's frames as an [`otr_futures::Framing`] for a conversation with one `peer`
 /// account: the greeting logs in, OTR strings go out as sends to the peer, deliveries from
 /// the peer come in (and are acknowledged), and idle connections are kept alive with pings.
-#[derive(Debug)]
+/// Its `Debug` output shows the secret as `"<redacted>"`.
 pub struct RelayFraming {
     account: String,
     secret: zeroize::Zeroizing<String>,
@@ -65,6 +65,18 @@ pub struct RelayFraming {
     logged_in: bool,
     max_frame: usize,
     keepalive_ms: u64,
+}
+
+impl std::fmt::Debug for RelayFraming {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RelayFraming")
+            .field("account", &self.account)
+            .field("secret", &crate::proto::REDACTED)
+            .field("peer", &self.peer)
+            .field("next_id", &self.next_id)
+            .field("logged_in", &self.logged_in)
+            .finish_non_exhaustive()
+    }
 }
 
 impl RelayFraming {

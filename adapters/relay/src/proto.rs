@@ -15,8 +15,11 @@ pub const PROTOCOL_VERSION: u16 = 1;
 /// The default largest frame payload, in bytes (64 KiB).
 pub const DEFAULT_MAX_FRAME: usize = 64 * 1024;
 
-/// What a client sends.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// What `Debug` output shows in place of a secret.
+pub(crate) const REDACTED: &str = "<redacted>";
+
+/// What a client sends. Its `Debug` output shows a login's secret as `"<redacted>"`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ClientFrame {
     /// The first frame of a connection: who we are and which protocol we speak.
     Login {
@@ -47,6 +50,24 @@ pub enum ClientFrame {
         /// Echoed back.
         nonce: u64,
     },
+}
+
+impl std::fmt::Debug for ClientFrame {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Login { version, account, secret: _ } => f
+                .debug_struct("Login")
+                .field("version", version)
+                .field("account", account)
+                .field("secret", &REDACTED)
+                .finish(),
+            Self::Send { to, id, body } => {
+                f.debug_struct("Send").field("to", to).field("id", id).field("body", body).finish()
+            }
+            Self::Ack { seq } => f.debug_struct("Ack").field("seq", seq).finish(),
+            Self::Ping { nonce } => f.debug_struct("Ping").field("nonce", nonce).finish(),
+        }
+    }
 }
 
 /// What the server sends.
