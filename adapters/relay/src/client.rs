@@ -14,6 +14,11 @@
 //! # Ok(()) }
 //! ```
 //!
+//! Acknowledge every delivery, also those from accounts the application does not talk to
+//! (drop them, or keep them for later, then ack): the relay sends a connection a bounded
+//! window of unacknowledged deliveries, so unacknowledged messages from a stranger would hold
+//! back everyone else's.
+//!
 //! Keep reading the inbox while waiting for `send` to return: deliveries and answers share
 //! one connection, and an inbox that nobody reads eventually stops the answers too. The inbox
 //! buffer is larger than the server's delivery window, so this only happens to a client that

@@ -18,10 +18,15 @@
 //! ```
 //!
 //! Each delivery from the peer is acknowledged (so the relay deletes it) right after the
-//! session handled it. Deliveries from other accounts are left unacknowledged: they stay on
-//! the relay for a client that talks to them. A message the relay refuses (queue full, rate
-//! limit, unknown recipient) ends the conversation with [`ClientError::Refused`], so the user
-//! learns that it did not go out; reconnect to go on.
+//! session handled it. Deliveries from other accounts are acknowledged too and dropped
+//! (logged at debug level, without contents): the relay hands a connection a bounded window
+//! of unacknowledged deliveries, so leaving strangers' messages unacknowledged would let any
+//! account stall this conversation by sending enough of them. A client that talks to several
+//! accounts over one login uses the tokio [`Client`](crate::Client) instead.
+//!
+//! A message the relay refuses (queue full, storage full, rate limit, unknown recipient) ends
+//! the conversation with [`ClientError::Refused`], so the user learns that it did not go out;
+//! reconnect to go on.
 
 use std::sync::Arc;
 
@@ -138,13 +143,16 @@ impl Framing for RelayFraming {
                 return Err(ClientError::Login { code, message });
             }
             ServerFrame::Welcome { .. } => return Err(ClientError::Protocol("unexpected welcome")),
-            ServerFrame::Deliver { seq, from, body, .. } if from == self.peer => {
+            ServerFrame::Deliver { seq, from, body, .. } => {
                 out.extend(proto::encode(&ClientFrame::Ack { seq })?);
-                Decoded::Message(body)
+                if from == self.peer {
+                    Decoded::Message(body)
+                } else {
+                    tracing::debug!(seq, from = %from, "dropped a message from another account");
+                    Decoded::Consumed
+                }
             }
-            ServerFrame::Deliver { .. } | ServerFrame::Accepted { .. } | ServerFrame::Pong { .. } => {
-                Decoded::Consumed
-            }
+            ServerFrame::Accepted { .. } | ServerFrame::Pong { .. } => Decoded::Consumed,
             ServerFrame::Error { code, id: Some(_), message } => {
                 return Err(ClientError::Refused { code, message });
             }
@@ -212,9 +220,19 @@ mod tests {
         }
         assert!(f.logged_in());
         assert_eq!(got, ["?OTR:AAMC"]);
-        let ack = proto::take_frame(&mut acks, 1 << 16).unwrap().unwrap();
-        assert_eq!(proto::decode::<ClientFrame>(&ack).unwrap(), ClientFrame::Ack { seq: 6 });
-        assert!(acks.is_empty(), "carol's message is left on the relay");
+        let mut acked = Vec::new();
+        while let Some(p) = proto::take_frame(&mut acks, 1 << 16).unwrap() {
+            acked.push(proto::decode::<ClientFrame>(&p).unwrap());
+        }
+        // Carol's message is acknowledged and dropped: unacknowledged, enough of them would
+        // fill the relay's delivery window and stall the conversation with bob.
+        assert_eq!(acked, [ClientFrame::Ack { seq: 5 }, ClientFrame::Ack { seq: 6 }]);
+    }
+
+    #[test]
+    fn debug_output_hides_the_secret() {
+        let shown = format!("{:?}", framing());
+        assert!(!shown.contains("s3cret") && shown.contains("<redacted>"), "{shown}");
     }
 
     #[test]
