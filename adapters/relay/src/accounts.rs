@@ -159,6 +159,10 @@ fn read(path: &Path) -> Result<String, AccountError> {
 
 /// Adds account `name` with `secret` to the accounts file in `data_dir` (created if needed).
 ///
+/// Concurrent calls, from this process or others, take turns on the lock file
+/// `accounts.lock`, so none loses another's account. The directory is kept `0700` and the
+/// file `0600` (see the server's data directory rules).
+///
 /// # Errors
 /// [`AccountError`] if the name or secret is invalid, the account exists, or the file cannot
 /// be written.
@@ -174,6 +178,15 @@ pub fn add_account(
     if !(8..=1024).contains(&secret.len()) {
         return Err(AccountError::BadSecret);
     }
+    let file_error = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| AccountError::File { path, source }
+    };
+    crate::files::secure_dir(data_dir).map_err(file_error(data_dir))?;
+    // One writer at a time: concurrent runs would each add to the same old text and the last
+    // rename would win, losing the others' accounts (whose secrets were already printed).
+    let lock_path = data_dir.join(format!("{FILE_NAME}.lock"));
+    let _lock = crate::files::lock(&lock_path).map_err(file_error(&lock_path))?;
     let path = data_dir.join(FILE_NAME);
     let mut text = read(&path)?;
     if parse(&path, &text)?.contains_key(name) {
@@ -193,12 +206,32 @@ pub fn add_account(
         hex(&salt),
         hex(&h)
     ));
-    let tmp = data_dir.join(format!("{FILE_NAME}.tmp"));
-    let io = |source| AccountError::File { path: tmp.clone(), source };
-    std::fs::write(&tmp, text.as_bytes()).map_err(io)?;
-    std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(io)?;
-    std::fs::rename(&tmp, &path).map_err(|source| AccountError::File { path: path.clone(), source })?;
-    Ok(())
+    write_atomically(data_dir, &path, text.as_bytes())
+}
+
+/// Replaces `path` (in `dir`) with `bytes` through a new temporary file of its own, created
+/// `0600`, synced, then renamed over `path`; the directory is synced so the rename lasts.
+fn write_atomically(dir: &Path, path: &Path, bytes: &[u8]) -> Result<(), AccountError> {
+    use std::io::Write;
+    let mut unique = [0u8; 8];
+    getrandom::fill(&mut unique).map_err(|_| AccountError::Rng)?;
+    let tmp = dir.join(format!("{FILE_NAME}.tmp.{}.{}", std::process::id(), hex(&unique)));
+    let written = crate::files::private()
+        .write(true)
+        .create_new(true)
+        .open(&tmp)
+        .and_then(|mut f| f.write_all(bytes).and_then(|()| f.sync_all()));
+    if let Err(source) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(AccountError::File { path: tmp, source });
+    }
+    if let Err(source) = std::fs::rename(&tmp, path) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(AccountError::File { path: path.into(), source });
+    }
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|source| AccountError::File { path: dir.into(), source })
 }
 
 /// The accounts a running server knows, re-read when the file changes.

@@ -16,6 +16,7 @@
 
 pub mod accounts;
 pub mod client;
+mod files;
 #[cfg(feature = "futures-io")]
 pub mod futures_client;
 pub mod proto;

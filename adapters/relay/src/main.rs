@@ -181,10 +181,6 @@ fn main() -> ExitCode {
 }
 
 fn add_account(data_dir: &std::path::Path, name: &str, secret_stdin: bool, argon2: Argon2Args) -> ExitCode {
-    if let Err(e) = std::fs::create_dir_all(data_dir) {
-        eprintln!("otr-relay: {}: {e}", data_dir.display());
-        return ExitCode::FAILURE;
-    }
     let (secret, generated) = if secret_stdin {
         let mut line = String::new();
         if let Err(e) = std::io::stdin().lock().read_line(&mut line) {

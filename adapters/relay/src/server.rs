@@ -269,7 +269,7 @@ impl Server {
     /// # Errors
     /// [`ServerError`] if any of these fails.
     pub async fn bind(config: ServerConfig) -> Result<Self, ServerError> {
-        std::fs::create_dir_all(&config.data_dir)?;
+        crate::files::secure_dir(&config.data_dir)?;
         let identity = match &config.cert_and_key {
             Some((c, k)) => ServerIdentity::from_files(c, k)?,
             None => ServerIdentity::load_or_generate(&config.data_dir)?,
