@@ -63,6 +63,12 @@ struct ServeArgs {
     #[arg(long, default_value_t = 8 << 20, value_name = "BYTES")]
     queue_max_bytes: u64,
 
+    /// Most bytes of messages the store holds in all, for every recipient together; beyond
+    /// it senders get StorageFull, while acknowledgements still free room. The database file
+    /// needs more than this (pages, copy-on-write commits): keep it well below free space.
+    #[arg(long, default_value_t = 1 << 30, value_name = "BYTES")]
+    max_store_bytes: u64,
+
     /// Most simultaneous connections from one IP address (more get TooManyConnections).
     #[arg(long, default_value_t = 16, value_name = "N")]
     max_connections_per_ip: usize,
@@ -218,6 +224,7 @@ fn serve(data_dir: PathBuf, a: ServeArgs) -> ExitCode {
         max_frame_bytes: a.max_frame_bytes,
         queue_max_messages: a.queue_max_messages,
         queue_max_bytes: a.queue_max_bytes,
+        max_store_bytes: a.max_store_bytes,
         max_connections_per_ip: a.max_connections_per_ip,
         max_connections: a.max_connections,
         messages_per_second: a.rate,

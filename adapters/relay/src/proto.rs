@@ -145,6 +145,9 @@ pub enum ErrorCode {
     ShuttingDown,
     /// The server could not store the message; nothing was accepted.
     Internal,
+    /// The relay's storage is full (its size cap or its disk): the message was not stored;
+    /// try again later (acknowledged messages free room).
+    StorageFull,
 }
 
 /// Why a frame could not be read.

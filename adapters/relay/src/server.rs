@@ -37,6 +37,10 @@ pub struct Limits {
     pub queue_max_messages: u64,
     /// Most bytes waiting for one recipient.
     pub queue_max_bytes: u64,
+    /// Most bytes of messages the store holds in all (bodies, names and a small overhead per
+    /// message), so that senders cannot fill the disk; past it, sends get
+    /// [`ErrorCode::StorageFull`] while acks still delete.
+    pub max_store_bytes: u64,
     /// Most simultaneous connections from one IP address.
     pub max_connections_per_ip: usize,
     /// Most simultaneous connections in all; beyond it new ones are closed without a word.
@@ -78,6 +82,7 @@ impl Default for Limits {
             max_frame_bytes: proto::DEFAULT_MAX_FRAME,
             queue_max_messages: 1000,
             queue_max_bytes: 8 << 20,
+            max_store_bytes: 1 << 30,
             max_connections_per_ip: 16,
             max_connections: 4096,
             messages_per_second: 20,
@@ -275,7 +280,7 @@ impl Server {
             None => ServerIdentity::load_or_generate(&config.data_dir)?,
         };
         let acceptor = TlsAcceptor::from(identity.server_config()?);
-        let store = Store::open(&config.data_dir.join("messages.redb"))?;
+        let store = Store::open(&config.data_dir.join("messages.redb"), config.limits.max_store_bytes)?;
         let accounts = Accounts::open(&config.data_dir, config.argon2)?;
         let listener = TcpListener::bind(config.listen).await?;
         let (shutdown_tx, shutdown) = watch::channel(false);
@@ -743,9 +748,13 @@ async fn accept(state: &Arc<State>, account: &str, to: String, id: u64, body: St
             ServerFrame::Accepted { id }
         }
         Err(StoreError::QueueFull) => error(ErrorCode::QueueFull, Some(id), "the recipient's queue is full"),
+        Err(StoreError::Full) => {
+            tracing::warn!("relay storage full: a message was refused");
+            error(ErrorCode::StorageFull, Some(id), "relay storage full; try again later")
+        }
         Err(e) => {
             tracing::error!(error = %e, "could not store a message");
-            error(ErrorCode::Internal, Some(id), "could not store the message")
+            error(ErrorCode::Internal, Some(id), "the relay could not store the message; try again later")
         }
     }
 }

@@ -3,10 +3,16 @@
 //! Writes go through one thread that batches whatever is waiting into a single durable
 //! transaction (group commit), so a sender is told "accepted" only after its message is on
 //! disk, without one disk sync per message. Reads use redb's concurrent read transactions.
+//!
+//! The store holds at most `max_store_bytes` of messages in all (past it, inserts fail with
+//! [`StoreError::Full`] while deletes go on), so senders cannot fill the disk. When a write
+//! fails anyway (the disk filled up for another reason), redb refuses every later write until
+//! the database is opened again: the writer reopens it at once and tries the batch once more,
+//! so the store recovers by itself as soon as the disk has room again.
 
 use std::collections::HashMap;
-use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
@@ -57,6 +63,13 @@ pub enum StoreError {
     /// The recipient's queue holds too many messages or bytes.
     #[error("queue full")]
     QueueFull,
+    /// The store holds its most bytes in all, or the disk is full: nothing more is accepted
+    /// until messages are acknowledged, expire, or the disk has room again.
+    #[error("relay storage full")]
+    Full,
+    /// The database could not be opened again after a failed write; the next write retries.
+    #[error("store unavailable after a failed write: {0}")]
+    Unavailable(String),
     /// The store's writer has stopped.
     #[error("store closed")]
     Closed,
@@ -65,6 +78,12 @@ pub enum StoreError {
 impl StoreError {
     fn db(e: impl Into<redb::Error>) -> Self {
         Self::Db(e.into())
+    }
+
+    /// Whether the disk (or the user's quota on it) is full.
+    fn is_disk_full(&self) -> bool {
+        matches!(self, Self::Db(redb::Error::Io(e))
+            if matches!(e.kind(), std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded))
     }
 }
 
@@ -85,20 +104,9 @@ struct QueueStats {
 type Reply = oneshot::Sender<Result<u64, StoreError>>;
 
 enum Cmd {
-    Insert {
-        to: String,
-        record: Record,
-        limits: QueueLimits,
-        reply: oneshot::Sender<Result<u64, StoreError>>,
-    },
-    Delete {
-        to: String,
-        seq: u64,
-    },
-    Expire {
-        now: u64,
-        reply: oneshot::Sender<Result<u64, StoreError>>,
-    },
+    Insert { to: String, record: Record, limits: QueueLimits, reply: Reply },
+    Delete { to: String, seq: u64 },
+    Expire { now: u64, reply: Reply },
 }
 
 /// Milliseconds since the Unix epoch (expiry uses the wall clock, which survives restarts).
@@ -108,10 +116,13 @@ pub(crate) fn unix_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
+/// The open database; `None` only while a reopen after a failed write has not succeeded.
+type Slot = Arc<RwLock<Option<Database>>>;
+
 /// The store. Cloning shares it.
 #[derive(Clone)]
 pub(crate) struct Store {
-    db: Arc<Database>,
+    db: Slot,
     tx: mpsc::Sender<Cmd>,
     stats: Arc<Mutex<HashMap<String, QueueStats>>>,
     done: Arc<Mutex<Option<oneshot::Receiver<()>>>>,
@@ -121,11 +132,34 @@ fn record_size(to: &str, r: &Record) -> u64 {
     (to.len() + r.from.len() + r.body.len() + 32) as u64
 }
 
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Runs `f` on the open database; the writer waits for it before reopening the database.
+fn with_db<T>(slot: &Slot, f: impl FnOnce(&Database) -> Result<T, StoreError>) -> Result<T, StoreError> {
+    match slot.read().unwrap_or_else(|p| p.into_inner()).as_ref() {
+        Some(db) => f(db),
+        None => Err(StoreError::Unavailable("the database is not open; the next write reopens it".into())),
+    }
+}
+
+/// Opens (or creates, `0600`) the database file.
+fn open_db(path: &Path) -> Result<Database, StoreError> {
+    crate::files::private()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(|e| StoreError::Db(redb::Error::Io(e)))?;
+    Database::create(path).map_err(StoreError::db)
+}
+
 impl Store {
     /// Opens (or creates) `path` and starts the writer thread, which ends when every clone of
-    /// the store is dropped.
-    pub(crate) fn open(path: &Path) -> Result<Self, StoreError> {
-        let db = Database::create(path).map_err(StoreError::db)?;
+    /// the store is dropped. The store accepts at most `max_store_bytes` of messages in all.
+    pub(crate) fn open(path: &Path, max_store_bytes: u64) -> Result<Self, StoreError> {
+        let db = open_db(path)?;
         let txn = db.begin_write().map_err(StoreError::db)?;
         let mut stats: HashMap<String, QueueStats> = HashMap::new();
         let next_seq;
@@ -147,10 +181,18 @@ impl Store {
             next_seq = stored.max(max_seq + 1);
         }
         txn.commit().map_err(StoreError::db)?;
-        let db = Arc::new(db);
+        let total_bytes = stats.values().map(|s| s.bytes).sum();
+        let db: Slot = Arc::new(RwLock::new(Some(db)));
         let stats = Arc::new(Mutex::new(stats));
         let (tx, rx) = mpsc::channel(4096);
-        let writer = Writer { db: db.clone(), stats: stats.clone(), next_seq };
+        let writer = Writer {
+            db: db.clone(),
+            path: path.to_path_buf(),
+            stats: stats.clone(),
+            next_seq,
+            total_bytes,
+            max_store_bytes,
+        };
         let (done_tx, done) = oneshot::channel();
         std::thread::Builder::new()
             .name("otr-relay-store".into())
@@ -165,7 +207,7 @@ impl Store {
     /// A signal that fires when the writer thread has stopped and released the database
     /// (after every clone of the store is dropped). Only the first caller gets it.
     pub(crate) fn take_done(&self) -> Option<oneshot::Receiver<()>> {
-        self.done.lock().unwrap_or_else(|p| p.into_inner()).take()
+        lock(&self.done).take()
     }
 
     /// Stores a message for `to`; returns its sequence number once it is durable.
@@ -206,47 +248,69 @@ impl Store {
         after: u64,
         limit: usize,
     ) -> Result<Vec<StoredMessage>, StoreError> {
-        let txn = self.db.begin_read().map_err(StoreError::db)?;
-        let table = txn.open_table(MESSAGES).map_err(StoreError::db)?;
-        let now = unix_ms();
-        let mut out = Vec::new();
-        let Some(start) = after.checked_add(1) else { return Ok(out) };
-        for entry in table.range((to, start)..=(to, u64::MAX)).map_err(StoreError::db)? {
-            if out.len() >= limit {
-                break;
+        with_db(&self.db, |db| {
+            let txn = db.begin_read().map_err(StoreError::db)?;
+            let table = txn.open_table(MESSAGES).map_err(StoreError::db)?;
+            let now = unix_ms();
+            let mut out = Vec::new();
+            let Some(start) = after.checked_add(1) else { return Ok(out) };
+            for entry in table.range((to, start)..=(to, u64::MAX)).map_err(StoreError::db)? {
+                if out.len() >= limit {
+                    break;
+                }
+                let (k, v) = entry.map_err(StoreError::db)?;
+                let r: Record = postcard::from_bytes(v.value()).map_err(|_| StoreError::Corrupt)?;
+                if r.expires_at <= now {
+                    continue;
+                }
+                out.push(StoredMessage { seq: k.value().1, from: r.from, id: r.id, body: r.body });
             }
-            let (k, v) = entry.map_err(StoreError::db)?;
-            let r: Record = postcard::from_bytes(v.value()).map_err(|_| StoreError::Corrupt)?;
-            if r.expires_at <= now {
-                continue;
-            }
-            out.push(StoredMessage { seq: k.value().1, from: r.from, id: r.id, body: r.body });
-        }
-        Ok(out)
+            Ok(out)
+        })
     }
 
     /// How many messages wait for `to`.
     pub(crate) fn queued(&self, to: &str) -> u64 {
-        self.stats.lock().unwrap_or_else(|p| p.into_inner()).get(to).map_or(0, |s| s.messages)
+        lock(&self.stats).get(to).map_or(0, |s| s.messages)
     }
 
     /// How many messages the store holds in all.
     pub(crate) fn len(&self) -> Result<u64, StoreError> {
-        let txn = self.db.begin_read().map_err(StoreError::db)?;
-        let table = txn.open_table(MESSAGES).map_err(StoreError::db)?;
-        table.len().map_err(StoreError::db)
+        with_db(&self.db, |db| {
+            let txn = db.begin_read().map_err(StoreError::db)?;
+            txn.open_table(MESSAGES).map_err(StoreError::db)?.len().map_err(StoreError::db)
+        })
     }
 }
 
 struct Writer {
-    db: Arc<Database>,
+    db: Slot,
+    path: PathBuf,
     stats: Arc<Mutex<HashMap<String, QueueStats>>>,
     next_seq: u64,
+    /// The bytes of every message in the store (as [`record_size`] counts them).
+    total_bytes: u64,
+    max_store_bytes: u64,
 }
 
-/// What one batch changes, applied to the shared statistics after it commits.
+/// What one batch changes: per recipient (messages, bytes), applied to the shared statistics
+/// after it commits, and the outcome of each command that has a reply, in batch order.
 #[derive(Default)]
-struct Delta(HashMap<String, (i64, i64)>);
+struct Delta {
+    queues: HashMap<String, (i64, i64)>,
+    /// The bytes all queues change by.
+    bytes: i64,
+    outcomes: Vec<Result<u64, StoreError>>,
+}
+
+impl Delta {
+    fn add(&mut self, to: &str, messages: i64, bytes: i64) {
+        let e = self.queues.entry(to.to_string()).or_default();
+        e.0 += messages;
+        e.1 += bytes;
+        self.bytes += bytes;
+    }
+}
 
 impl Writer {
     fn run(mut self, mut rx: mpsc::Receiver<Cmd>) {
@@ -264,55 +328,111 @@ impl Writer {
         drop(self);
     }
 
+    /// Commits `batch` in one transaction and answers its commands. After a failed write the
+    /// database is reopened (redb refuses every later write on the old handle) and the batch
+    /// tried once more; if that fails too, nothing in it was accepted.
     fn apply(&mut self, batch: Vec<Cmd>) {
+        let mut outcome = self.transact(&batch);
+        if let Err(e) = &outcome {
+            tracing::error!(error = %e, "store transaction failed; reopening the database and trying again");
+            outcome = self.reopen().and_then(|()| self.transact(&batch));
+        }
+        let mut outcomes = match outcome {
+            Ok(delta) => {
+                let mut stats = lock(&self.stats);
+                for (to, (m, b)) in delta.queues {
+                    let s = stats.entry(to.clone()).or_default();
+                    s.messages = s.messages.saturating_add_signed(m);
+                    s.bytes = s.bytes.saturating_add_signed(b);
+                    self.total_bytes = self.total_bytes.saturating_add_signed(b);
+                    if s.messages == 0 {
+                        stats.remove(&to);
+                    }
+                }
+                delta.outcomes.into_iter()
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "store transaction failed again; nothing in it was accepted");
+                let full = e.is_disk_full() || matches!(e, StoreError::Full);
+                let why = e.to_string();
+                let failed =
+                    |_| Err(if full { StoreError::Full } else { StoreError::Unavailable(why.clone()) });
+                (0..batch.len()).map(failed).collect::<Vec<_>>().into_iter()
+            }
+        };
+        for cmd in batch {
+            if let Cmd::Insert { reply, .. } | Cmd::Expire { reply, .. } = cmd {
+                let _ = reply.send(outcomes.next().unwrap_or(Err(StoreError::Closed)));
+            }
+        }
+    }
+
+    /// Drops the database handle and opens the file again (redb repairs it if needed).
+    fn reopen(&mut self) -> Result<(), StoreError> {
+        let mut slot = self.db.write().unwrap_or_else(|p| p.into_inner());
+        *slot = None;
+        *slot = Some(open_db(&self.path).map_err(|e| {
+            tracing::error!(error = %e, "could not reopen the store; the next write tries again");
+            e
+        })?);
+        tracing::info!("store reopened");
+        Ok(())
+    }
+
+    /// Runs `batch` in one write transaction; the outcomes are in the returned [`Delta`].
+    fn transact(&mut self, batch: &[Cmd]) -> Result<Delta, StoreError> {
+        if self.db.read().unwrap_or_else(|p| p.into_inner()).is_none() {
+            self.reopen()?;
+        }
         let seq_before = self.next_seq;
         let mut delta = Delta::default();
-        let mut results: Vec<(Reply, Result<u64, StoreError>)> = Vec::new();
-        let outcome = (|| -> Result<(), StoreError> {
-            let txn = self.db.begin_write().map_err(StoreError::db)?;
+        let slot = self.db.clone();
+        let result = with_db(&slot, |db| {
+            let txn = db.begin_write().map_err(StoreError::db)?;
             {
                 let mut messages = txn.open_table(MESSAGES).map_err(StoreError::db)?;
                 let mut expiry = txn.open_table(EXPIRY).map_err(StoreError::db)?;
-                let stats = self.stats.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                let stats = lock(&self.stats).clone();
                 for cmd in batch {
                     match cmd {
-                        Cmd::Insert { to, record, limits, reply } => {
-                            let size = record_size(&to, &record);
-                            let base = stats.get(&to).copied().unwrap_or_default();
-                            let d = delta.0.get(&to).copied().unwrap_or((0, 0));
+                        Cmd::Insert { to, record, limits, .. } => {
+                            let size = record_size(to, record);
+                            let base = stats.get(to).copied().unwrap_or_default();
+                            let d = delta.queues.get(to).copied().unwrap_or((0, 0));
                             let msgs = base.messages.saturating_add_signed(d.0);
                             let bytes = base.bytes.saturating_add_signed(d.1);
+                            let total = self.total_bytes.saturating_add_signed(delta.bytes);
+                            if total.saturating_add(size) > self.max_store_bytes {
+                                delta.outcomes.push(Err(StoreError::Full));
+                                continue;
+                            }
                             if msgs >= limits.max_messages || bytes.saturating_add(size) > limits.max_bytes {
-                                results.push((reply, Err(StoreError::QueueFull)));
+                                delta.outcomes.push(Err(StoreError::QueueFull));
                                 continue;
                             }
                             let seq = self.next_seq;
                             self.next_seq += 1;
-                            let bytes_v = postcard::to_allocvec(&record).map_err(|_| StoreError::Corrupt)?;
+                            let bytes_v = postcard::to_allocvec(record).map_err(|_| StoreError::Corrupt)?;
                             messages
                                 .insert((to.as_str(), seq), bytes_v.as_slice())
                                 .map_err(StoreError::db)?;
                             expiry.insert((record.expires_at, seq), to.as_str()).map_err(StoreError::db)?;
-                            let e = delta.0.entry(to).or_default();
-                            e.0 += 1;
-                            e.1 += size as i64;
-                            results.push((reply, Ok(seq)));
+                            delta.add(to, 1, size as i64);
+                            delta.outcomes.push(Ok(seq));
                         }
                         Cmd::Delete { to, seq } => {
-                            let removed = messages.remove((to.as_str(), seq)).map_err(StoreError::db)?;
+                            let removed = messages.remove((to.as_str(), *seq)).map_err(StoreError::db)?;
                             if let Some(v) = removed {
                                 let r: Record =
                                     postcard::from_bytes(v.value()).map_err(|_| StoreError::Corrupt)?;
                                 drop(v);
-                                expiry.remove((r.expires_at, seq)).map_err(StoreError::db)?;
-                                let e = delta.0.entry(to.clone()).or_default();
-                                e.0 -= 1;
-                                e.1 -= record_size(&to, &r) as i64;
+                                expiry.remove((r.expires_at, *seq)).map_err(StoreError::db)?;
+                                delta.add(to, -1, -(record_size(to, &r) as i64));
                             }
                         }
-                        Cmd::Expire { now, reply } => {
+                        Cmd::Expire { now, .. } => {
                             let mut gone = Vec::new();
-                            for entry in expiry.range((0, 0)..(now, 0)).map_err(StoreError::db)? {
+                            for entry in expiry.range((0, 0)..(*now, 0)).map_err(StoreError::db)? {
                                 let (k, v) = entry.map_err(StoreError::db)?;
                                 gone.push((k.value(), v.value().to_string()));
                             }
@@ -323,42 +443,24 @@ impl Writer {
                                 {
                                     let r: Record =
                                         postcard::from_bytes(v.value()).map_err(|_| StoreError::Corrupt)?;
-                                    let e = delta.0.entry(to.clone()).or_default();
-                                    e.0 -= 1;
-                                    e.1 -= record_size(to, &r) as i64;
+                                    delta.add(to, -1, -(record_size(to, &r) as i64));
                                 }
                             }
-                            results.push((reply, Ok(gone.len() as u64)));
+                            delta.outcomes.push(Ok(gone.len() as u64));
                         }
                     }
                 }
                 let mut meta = txn.open_table(META).map_err(StoreError::db)?;
                 meta.insert("next_seq", self.next_seq).map_err(StoreError::db)?;
             }
-            txn.commit().map_err(StoreError::db)?;
-            Ok(())
-        })();
-        match outcome {
-            Ok(()) => {
-                let mut stats = self.stats.lock().unwrap_or_else(|p| p.into_inner());
-                for (to, (m, b)) in delta.0 {
-                    let s = stats.entry(to.clone()).or_default();
-                    s.messages = s.messages.saturating_add_signed(m);
-                    s.bytes = s.bytes.saturating_add_signed(b);
-                    if s.messages == 0 {
-                        stats.remove(&to);
-                    }
-                }
-                for (reply, r) in results {
-                    let _ = reply.send(r);
-                }
-            }
+            txn.commit().map_err(StoreError::db)
+        });
+        match result {
+            Ok(()) => Ok(delta),
             Err(e) => {
-                tracing::error!(error = %e, "store transaction failed; nothing in it was accepted");
+                // Sequence numbers handed out in the failed transaction are not reused.
                 self.next_seq = seq_before.max(self.next_seq);
-                for (reply, _) in results {
-                    let _ = reply.send(Err(StoreError::Corrupt));
-                }
+                Err(e)
             }
         }
     }
@@ -378,7 +480,7 @@ mod tests {
         let path = dir.join("db");
         let far = unix_ms() + 60_000;
         let done = {
-            let s = Store::open(&path).unwrap();
+            let s = Store::open(&path, u64::MAX).unwrap();
             let a = s.insert("bob", "alice", 1, "one".into(), far, L).await.unwrap();
             let b = s.insert("bob", "alice", 2, "two".into(), far, L).await.unwrap();
             s.insert("bob", "alice", 3, "old".into(), 1, L).await.unwrap();
@@ -397,7 +499,7 @@ mod tests {
             s.take_done().unwrap()
         };
         done.await.unwrap();
-        let s = Store::open(&path).unwrap();
+        let s = Store::open(&path, u64::MAX).unwrap();
         let p = s.pending("bob", 0, 10).unwrap();
         assert_eq!(p.len(), 1);
         assert_eq!(p[0].body, "two");
