@@ -139,7 +139,8 @@ impl ServerIdentity {
     }
 
     /// Loads `cert.pem` and `key.pem` from `dir`, generating a self-signed pair there first
-    /// if neither exists. The key file is readable by its owner only.
+    /// if neither exists. Both files are created readable by their owner only (the relay's
+    /// data directory holds nothing for other users; clients pin the printed fingerprint).
     ///
     /// # Errors
     /// [`TlsError`] if the files cannot be read, written or parsed.
@@ -150,8 +151,7 @@ impl ServerIdentity {
             let made =
                 rcgen::generate_simple_self_signed(vec!["otr-relay".to_string(), "localhost".to_string()])?;
             write_private(&key, made.signing_key.serialize_pem().as_bytes())?;
-            std::fs::write(&cert, made.cert.pem())
-                .map_err(|source| TlsError::File { path: cert.clone(), source })?;
+            write_private(&cert, made.cert.pem().as_bytes())?;
             tracing::info!(path = %cert.display(), "generated a self-signed certificate");
         }
         Self::from_files(&cert, &key)
@@ -172,11 +172,11 @@ impl ServerIdentity {
 
 fn write_private(path: &Path, bytes: &[u8]) -> Result<(), TlsError> {
     use std::io::Write;
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-    let mut f = opts.open(path).map_err(|source| TlsError::File { path: path.into(), source })?;
+    let mut f = crate::files::private()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map_err(|source| TlsError::File { path: path.into(), source })?;
     f.write_all(bytes)
         .and_then(|()| f.sync_all())
         .map_err(|source| TlsError::File { path: path.into(), source })
