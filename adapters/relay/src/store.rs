@@ -29,6 +29,10 @@ const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// Most commands folded into one write transaction.
 const MAX_BATCH: usize = 512;
 
+/// Most deletes kept for a retry after failed writes; acks beyond it are dropped (their
+/// messages are delivered again at the recipient's next login).
+const MAX_RETRIED_DELETES: usize = 65_536;
+
 #[derive(Serialize, Deserialize)]
 struct Record {
     from: String,
@@ -192,6 +196,7 @@ impl Store {
             next_seq,
             total_bytes,
             max_store_bytes,
+            retry_deletes: Vec::new(),
         };
         let (done_tx, done) = oneshot::channel();
         std::thread::Builder::new()
@@ -291,6 +296,8 @@ struct Writer {
     /// The bytes of every message in the store (as [`record_size`] counts them).
     total_bytes: u64,
     max_store_bytes: u64,
+    /// Deletes (acks) of batches that failed, tried again with the next batch.
+    retry_deletes: Vec<(String, u64)>,
 }
 
 /// What one batch changes: per recipient (messages, bytes), applied to the shared statistics
@@ -330,8 +337,11 @@ impl Writer {
 
     /// Commits `batch` in one transaction and answers its commands. After a failed write the
     /// database is reopened (redb refuses every later write on the old handle) and the batch
-    /// tried once more; if that fails too, nothing in it was accepted.
-    fn apply(&mut self, batch: Vec<Cmd>) {
+    /// tried once more; if that fails too, nothing in it was accepted, and its deletes wait for
+    /// the next batch (an ack must not be lost because the disk was full for a while).
+    fn apply(&mut self, mut batch: Vec<Cmd>) {
+        let retried = std::mem::take(&mut self.retry_deletes);
+        batch.splice(0..0, retried.into_iter().map(|(to, seq)| Cmd::Delete { to, seq }));
         let mut outcome = self.transact(&batch);
         if let Err(e) = &outcome {
             tracing::error!(error = %e, "store transaction failed; reopening the database and trying again");
@@ -353,6 +363,15 @@ impl Writer {
             }
             Err(e) => {
                 tracing::error!(error = %e, "store transaction failed again; nothing in it was accepted");
+                for cmd in &batch {
+                    if let Cmd::Delete { to, seq } = cmd {
+                        if self.retry_deletes.len() == MAX_RETRIED_DELETES {
+                            tracing::warn!("too many deletes waiting for the store; later acks are dropped");
+                            break;
+                        }
+                        self.retry_deletes.push((to.clone(), *seq));
+                    }
+                }
                 let full = e.is_disk_full() || matches!(e, StoreError::Full);
                 let why = e.to_string();
                 let failed =

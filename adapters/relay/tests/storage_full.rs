@@ -137,11 +137,14 @@ async fn the_store_recovers_by_itself_once_the_disk_has_room_again() {
             if message.contains("relay storage full")),
         "{refusal:?}"
     );
+    // An ack while the disk is full: its delete cannot commit now, and is not forgotten.
+    bob.ack(first.seq).await.unwrap();
+    let after_ack = alice.send("bob", 4999, &body).await;
+    assert!(matches!(after_ack, Err(ClientError::Refused { code: ErrorCode::StorageFull, .. })));
 
     // Room again: without a restart, sends are accepted and acks delete.
     std::fs::remove_file(&filler).unwrap();
     alice.send("bob", 5000, "?OTR:after.").await.unwrap();
-    bob.ack(first.seq).await.unwrap();
     let mut last = None;
     for _ in 1..accepted + 1 {
         let d = recv(&mut inbox, 5).await;
