@@ -21,7 +21,8 @@ use otr_relay::{Limits, Server, ServerConfig};
 #[command(name = "otr-relay", version)]
 struct Cli {
     /// Directory for the message store (messages.redb), the accounts file and a generated
-    /// certificate (cert.pem, key.pem). Created if missing.
+    /// certificate (cert.pem, key.pem). Created if missing, for its owner only (0700, files
+    /// 0600); looser permissions found at start are tightened, with a warning.
     #[arg(long, global = true, value_name = "DIR")]
     data_dir: Option<PathBuf>,
 
