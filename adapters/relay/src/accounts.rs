@@ -16,7 +16,7 @@ use subtle::ConstantTimeEq;
 pub const FILE_NAME: &str = "accounts";
 
 /// Argon2id cost parameters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Argon2Params {
     /// Memory in KiB (at least 8 × `parallelism`).
     pub memory_kib: u32,
@@ -45,8 +45,8 @@ pub enum AccountError {
     /// Names are 1–64 characters from `A-Z a-z 0-9 . _ @ -`.
     #[error("invalid account name (use 1-64 characters from A-Z a-z 0-9 . _ @ -)")]
     BadName,
-    /// Secrets are 8–1024 bytes.
-    #[error("a secret must be 8 to 1024 bytes long")]
+    /// Secrets are [`MIN_SECRET_BYTES`]–1024 bytes.
+    #[error("a secret must be {MIN_SECRET_BYTES} to 1024 bytes long (or let add-account generate one)")]
     BadSecret,
     /// The account exists already.
     #[error("account {0:?} already exists")]
@@ -74,6 +74,9 @@ pub enum AccountError {
     #[error("system random number generator failed")]
     Rng,
 }
+
+/// The shortest secret a new account may have, in bytes (generated ones have 48).
+pub const MIN_SECRET_BYTES: usize = 12;
 
 /// Whether `name` is an acceptable account name.
 pub fn valid_name(name: &str) -> bool {
@@ -175,7 +178,7 @@ pub fn add_account(
     if !valid_name(name) {
         return Err(AccountError::BadName);
     }
-    if !(8..=1024).contains(&secret.len()) {
+    if !(MIN_SECRET_BYTES..=1024).contains(&secret.len()) {
         return Err(AccountError::BadSecret);
     }
     let file_error = |path: &Path| {
@@ -240,14 +243,24 @@ pub(crate) struct Accounts {
     path: PathBuf,
     modified: Option<SystemTime>,
     records: HashMap<String, Record>,
-    /// Parameters for the dummy hash computed for unknown accounts (so timing does not tell).
+    /// The server's own Argon2 parameters, for the dummy hash while there are no accounts.
+    default_params: Argon2Params,
+    /// Parameters of the dummy hash computed for unknown accounts: those most accounts on
+    /// file have, so that a failed login costs the same whether or not the account exists.
     dummy_params: Argon2Params,
 }
 
 impl Accounts {
-    pub(crate) fn open(data_dir: &Path, dummy_params: Argon2Params) -> Result<Self, AccountError> {
-        let mut a =
-            Self { path: data_dir.join(FILE_NAME), modified: None, records: HashMap::new(), dummy_params };
+    /// The accounts in `data_dir`; `default_params` are those of the dummy hash until there
+    /// is an account.
+    pub(crate) fn open(data_dir: &Path, default_params: Argon2Params) -> Result<Self, AccountError> {
+        let mut a = Self {
+            path: data_dir.join(FILE_NAME),
+            modified: None,
+            records: HashMap::new(),
+            default_params,
+            dummy_params: default_params,
+        };
         a.refresh()?;
         Ok(a)
     }
@@ -257,6 +270,8 @@ impl Accounts {
         if modified != self.modified || modified.is_none() {
             self.records = parse(&self.path, &read(&self.path)?)?;
             self.modified = modified;
+            self.dummy_params =
+                most_common(self.records.values().map(|r| r.params)).unwrap_or(self.default_params);
         }
         Ok(())
     }
@@ -282,6 +297,15 @@ impl Accounts {
             },
         }
     }
+}
+
+/// The parameters that occur most often (the most expensive among equally common ones).
+fn most_common(params: impl Iterator<Item = Argon2Params>) -> Option<Argon2Params> {
+    let mut counts: HashMap<Argon2Params, usize> = HashMap::new();
+    for p in params {
+        *counts.entry(p).or_default() += 1;
+    }
+    counts.into_iter().max_by_key(|(p, n)| (*n, p.memory_kib, p.iterations, p.parallelism)).map(|(p, _)| p)
 }
 
 /// A copy of one account's verifier, checked off the async runtime.
@@ -312,11 +336,11 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         add_account(&dir, "alice", "correct horse", Argon2Params::TEST).unwrap();
         assert!(matches!(
-            add_account(&dir, "alice", "whatever1", Argon2Params::TEST),
+            add_account(&dir, "alice", "whatever whatever", Argon2Params::TEST),
             Err(AccountError::Exists(_))
         ));
         assert!(matches!(
-            add_account(&dir, "a b", "whatever1", Argon2Params::TEST),
+            add_account(&dir, "a b", "whatever whatever", Argon2Params::TEST),
             Err(AccountError::BadName)
         ));
         add_account(&dir, "bob", &generate_secret().unwrap(), Argon2Params::TEST).unwrap();
@@ -325,6 +349,23 @@ mod tests {
         assert!(!accounts.verifier("alice").check("correct horsf"));
         assert!(!accounts.verifier("carol").check("correct horse"));
         assert!(accounts.exists("bob") && !accounts.exists("carol"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn unknown_accounts_cost_what_most_accounts_cost() {
+        let dir = std::env::temp_dir().join(format!("otr-relay-dummy-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let server = Argon2Params { memory_kib: 128, ..Argon2Params::TEST };
+        let mut accounts = Accounts::open(&dir, server).unwrap();
+        assert_eq!(accounts.verifier("nobody").record.params, server);
+        let file = Argon2Params { memory_kib: 256, iterations: 2, parallelism: 1 };
+        add_account(&dir, "alice", "correct horse", file).unwrap();
+        add_account(&dir, "bob", "correct horse", file).unwrap();
+        add_account(&dir, "carol", "correct horse", Argon2Params::TEST).unwrap();
+        let mut accounts = Accounts::open(&dir, server).unwrap();
+        assert_eq!(accounts.verifier("nobody").record.params, file);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
