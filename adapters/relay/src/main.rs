@@ -17,6 +17,13 @@ use otr_relay::{Limits, Server, ServerConfig};
 /// pin it. Accounts are added with `otr-relay --data-dir DIR add-account NAME` (also while the
 /// server runs). Stop it with Ctrl-C or SIGTERM: it finishes open connections gracefully.
 /// Logs go to stderr (filter with --log or RUST_LOG) and never contain message contents.
+///
+/// Limits against abuse: connections are counted per address (an IPv4 address or an IPv6 /64)
+/// when accepted, before the TLS handshake. Logins are hashed with Argon2id two at a time, one
+/// place in that queue per address, and wait at most --login-queue-timeout-ms (then they are
+/// told the server is busy). Failed logins count per address and per account (an exponential
+/// backoff that spares the addresses the account last logged in from); each table of failures
+/// holds at most --login-table-entries entries and forgets them after --login-lockout.
 #[derive(Parser, Debug)]
 #[command(name = "otr-relay", version)]
 struct Cli {
@@ -70,7 +77,8 @@ struct ServeArgs {
     #[arg(long, default_value_t = 1 << 30, value_name = "BYTES")]
     max_store_bytes: u64,
 
-    /// Most simultaneous connections from one IP address (more get TooManyConnections).
+    /// Most simultaneous connections from one address, an IPv4 address or an IPv6 /64
+    /// (counted before the TLS handshake; more get TooManyConnections or are closed).
     #[arg(long, default_value_t = 16, value_name = "N")]
     max_connections_per_ip: usize,
 
@@ -103,17 +111,40 @@ struct ServeArgs {
     #[arg(long, default_value_t = 7 * 24 * 3600, value_name = "SECS")]
     message_ttl: u64,
 
-    /// Milliseconds to wait before answering a failed login.
+    /// Milliseconds to wait before answering a failed login, or one refused after too many
+    /// failures.
     #[arg(long, default_value_t = 1000, value_name = "MS")]
     login_failure_delay_ms: u64,
 
-    /// Failed logins allowed per address and account before a lockout.
+    /// Failed logins one account may have before it backs off: each further try waits
+    /// --login-backoff-ms, doubled per failure up to --login-lockout, or is refused with
+    /// TooManyAttempts. Addresses the account last logged in from are exempt.
     #[arg(long, default_value_t = 5, value_name = "N")]
     max_login_failures: u32,
 
-    /// Seconds failed logins are remembered, and the length of a lockout.
+    /// Milliseconds of an account's first backoff wait.
+    #[arg(long, default_value_t = 1000, value_name = "MS")]
+    login_backoff_ms: u64,
+
+    /// Failed logins one address (IPv4, or IPv6 /64) may have per --login-lockout, whatever
+    /// the account names; more are refused with TooManyAttempts until the window ends.
+    #[arg(long, default_value_t = 20, value_name = "N")]
+    max_login_failures_per_ip: u32,
+
+    /// Seconds of the per-address failure window, the longest account backoff, and how long
+    /// failures are remembered.
     #[arg(long, default_value_t = 300, value_name = "SECS")]
     login_lockout: u64,
+
+    /// Milliseconds a login may wait for its turn at the Argon2 hash (two at a time, one per
+    /// address); past it the login is refused with RateLimited (the server is busy; retry).
+    #[arg(long, default_value_t = 5000, value_name = "MS")]
+    login_queue_timeout_ms: u64,
+
+    /// Entries in each table of login failures (per address, per account) and of addresses
+    /// accounts logged in from; when one is full its oldest entry is forgotten.
+    #[arg(long, default_value_t = 10_000, value_name = "N")]
+    login_table_entries: usize,
 
     /// Unacknowledged deliveries per connection; the rest wait in the store.
     #[arg(long, default_value_t = 128, value_name = "N")]
@@ -130,7 +161,7 @@ struct ServeArgs {
 #[derive(Args, Debug, Clone, Copy)]
 struct Argon2Args {
     /// Argon2id memory cost in KiB for new account hashes (and the dummy hash computed for
-    /// unknown accounts).
+    /// unknown accounts while there are none; then the dummy uses what most accounts use).
     #[arg(long, global = true, default_value_t = 19456, value_name = "KIB")]
     argon2_memory_kib: u32,
 
@@ -160,7 +191,8 @@ enum Command {
     AddAccount {
         /// The account name (1-64 characters from A-Z a-z 0-9 . _ @ -).
         name: String,
-        /// Read the secret from the first line of stdin instead of generating one.
+        /// Read the secret from the first line of stdin instead of generating one (at least
+        /// 12 bytes).
         #[arg(long)]
         secret_stdin: bool,
     },
@@ -236,7 +268,11 @@ fn serve(data_dir: PathBuf, a: ServeArgs) -> ExitCode {
         message_ttl: Duration::from_secs(a.message_ttl),
         login_failure_delay: Duration::from_millis(a.login_failure_delay_ms),
         max_login_failures: a.max_login_failures,
+        login_backoff: Duration::from_millis(a.login_backoff_ms),
+        max_login_failures_per_ip: a.max_login_failures_per_ip,
         login_lockout: Duration::from_secs(a.login_lockout),
+        login_queue_timeout: Duration::from_millis(a.login_queue_timeout_ms),
+        login_table_entries: a.login_table_entries,
         delivery_window: a.delivery_window,
         shutdown_grace: Duration::from_secs(a.shutdown_grace),
         ..Limits::default()

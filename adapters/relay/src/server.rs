@@ -6,10 +6,24 @@
 //! store the message and wake the recipient's writer, which reads its queue from the store.
 //! So a slow or stuck reader holds up nobody else; its writer gives up after the write
 //! timeout and the messages stay stored for the next login.
+//!
+//! Before a connection costs anything it is counted against two limits, at accept and before
+//! the TLS handshake: `max_connections` in all and `max_connections_per_ip` per address (an
+//! IPv4 address, or the /64 prefix of an IPv6 one). A connection over its address's limit is
+//! told `TooManyConnections` when one of [`POLITE_REFUSALS`] handshakes is free (each within
+//! [`REFUSAL_TIMEOUT`]) and closed at once otherwise; it never holds a slot.
+//!
+//! Logins are checked with Argon2id, [`HASHING_SLOTS`] at a time. Each address has one place
+//! in that queue (its other logins wait behind it), and no login waits longer than
+//! `login_queue_timeout` (it is told `RateLimited`: the server is busy, retry). Account names
+//! that cannot exist are refused before any hash or table entry. Failures count per address
+//! (whatever the account name) and per account (an exponential backoff, except for the
+//! addresses the account last logged in from); the tables that remember them are bounded by
+//! `login_table_entries` each and forget entries after `login_lockout`. See [`Limits`].
 
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -17,15 +31,29 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, Semaphore, mpsc, oneshot, watch};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
-use crate::accounts::{AccountError, Accounts, Argon2Params};
+use crate::accounts::{self, AccountError, Accounts, Argon2Params};
 use crate::proto::{self, ClientFrame, ErrorCode, FrameError, PROTOCOL_VERSION, ServerFrame};
 use crate::store::{QueueLimits, Store, StoreError, unix_ms};
 use crate::tls::{CertFingerprint, ServerIdentity, TlsError};
+
+mod throttle;
+
+use throttle::{AddrGroup, Throttle};
+
+/// Argon2id hashes computed at once (each takes its memory cost and one core).
+pub const HASHING_SLOTS: usize = 2;
+
+/// Connections over their address's limit that are still told why (a TLS handshake and one
+/// `TooManyConnections` frame); beyond these, such connections are closed without a word.
+pub const POLITE_REFUSALS: usize = 64;
+
+/// How long a connection refused for its address gets for that handshake and frame.
+pub const REFUSAL_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The server's limits and timeouts. [`Default`] gives values for a small public relay.
 #[derive(Debug, Clone)]
@@ -41,7 +69,8 @@ pub struct Limits {
     /// message), so that senders cannot fill the disk; past it, sends get
     /// [`ErrorCode::StorageFull`] while acks still delete.
     pub max_store_bytes: u64,
-    /// Most simultaneous connections from one IP address.
+    /// Most simultaneous connections from one address (an IPv4 address, or an IPv6 /64),
+    /// counted at accept, before the TLS handshake.
     pub max_connections_per_ip: usize,
     /// Most simultaneous connections in all; beyond it new ones are closed without a word.
     pub max_connections: usize,
@@ -60,12 +89,30 @@ pub struct Limits {
     pub message_ttl: Duration,
     /// How often expired messages are swept.
     pub sweep_interval: Duration,
-    /// Delay before answering a failed login.
+    /// Delay before answering a failed login, or one refused after too many failures.
     pub login_failure_delay: Duration,
-    /// Failed logins allowed per (address, account) within `login_lockout`.
+    /// Failed logins one account may have before it backs off: then each try must wait
+    /// `login_backoff`, doubled with each further failure, up to `login_lockout`, or it is
+    /// refused with [`ErrorCode::TooManyAttempts`] unchecked. The addresses the account last
+    /// logged in from are exempt (until a login from one of them fails), so strangers cannot
+    /// lock out its owner. A successful login ends the backoff.
     pub max_login_failures: u32,
-    /// How long failures are remembered, and the lockout after too many.
+    /// The first wait of an account's backoff (see `max_login_failures`).
+    pub login_backoff: Duration,
+    /// Failed logins one address (an IPv4 address, or an IPv6 /64) may have within
+    /// `login_lockout`, whatever the account names; more are refused unchecked until the
+    /// window ends (except for accounts that last logged in from there).
+    pub max_login_failures_per_ip: u32,
+    /// The per-address failure window, the longest account backoff, and how long failures
+    /// are remembered.
     pub login_lockout: Duration,
+    /// The longest a login waits for its turn at the Argon2 hash ([`HASHING_SLOTS`] at a
+    /// time, one place per address); past it the login is refused with
+    /// [`ErrorCode::RateLimited`] ("the server is busy; retry").
+    pub login_queue_timeout: Duration,
+    /// Entries in each table of login failures (per address, per account) and of the
+    /// addresses accounts logged in from; when one is full its oldest entry is forgotten.
+    pub login_table_entries: usize,
     /// Undecodable frames tolerated on one connection before it is closed.
     pub max_bad_frames: u32,
     /// Deliveries sent but not yet acknowledged, per connection.
@@ -94,7 +141,11 @@ impl Default for Limits {
             sweep_interval: Duration::from_secs(60),
             login_failure_delay: Duration::from_secs(1),
             max_login_failures: 5,
+            login_backoff: Duration::from_secs(1),
+            max_login_failures_per_ip: 20,
             login_lockout: Duration::from_secs(300),
+            login_queue_timeout: Duration::from_secs(5),
+            login_table_entries: 10_000,
             max_bad_frames: 100,
             delivery_window: 128,
             send_buffer_frames: 64,
@@ -115,8 +166,9 @@ pub struct ServerConfig {
     pub cert_and_key: Option<(PathBuf, PathBuf)>,
     /// Limits and timeouts.
     pub limits: Limits,
-    /// Argon2 parameters of the dummy hash computed for unknown accounts; use those of
-    /// `add-account` so both cost the same.
+    /// Argon2 parameters of the dummy hash computed for unknown accounts while the accounts
+    /// file is empty; once it has accounts, the dummy uses the parameters most of them have,
+    /// so that a failed login costs the same whether or not the account exists.
     pub argon2: Argon2Params,
     /// Told what happens to messages (stored, delivered, deleted, expired); `None` by default.
     pub observer: Option<Observer>,
@@ -234,22 +286,21 @@ struct Bucket {
     at: Instant,
 }
 
-struct Failures {
-    count: u32,
-    first: Instant,
-}
-
 struct State {
     limits: Limits,
     acceptor: TlsAcceptor,
     store: Store,
     accounts: Mutex<Accounts>,
     online: Mutex<HashMap<String, Online>>,
-    per_ip: Mutex<HashMap<IpAddr, usize>>,
-    failures: Mutex<HashMap<(IpAddr, String), Failures>>,
+    per_ip: Mutex<HashMap<AddrGroup, usize>>,
+    /// Connections refused for their address that are being told so.
+    refusals: Arc<Semaphore>,
+    throttle: Mutex<Throttle>,
     buckets: Mutex<HashMap<String, Bucket>>,
-    /// Argon2 is memory- and CPU-hungry: at most this many at once.
+    /// Argon2 is memory- and CPU-hungry: at most [`HASHING_SLOTS`] at once.
     hashing: Semaphore,
+    /// Each address's place in the hashing queue: one login at a time per address.
+    hashing_turns: Mutex<HashMap<AddrGroup, Arc<Semaphore>>>,
     shutdown: watch::Receiver<bool>,
     next_conn: AtomicU64,
     connections: AtomicU64,
@@ -285,15 +336,17 @@ impl Server {
         let listener = TcpListener::bind(config.listen).await?;
         let (shutdown_tx, shutdown) = watch::channel(false);
         let state = Arc::new(State {
+            throttle: Mutex::new(Throttle::new(&config.limits)),
             limits: config.limits,
             acceptor,
             store,
             accounts: Mutex::new(accounts),
             online: Mutex::new(HashMap::new()),
             per_ip: Mutex::new(HashMap::new()),
-            failures: Mutex::new(HashMap::new()),
+            refusals: Arc::new(Semaphore::new(POLITE_REFUSALS)),
             buckets: Mutex::new(HashMap::new()),
-            hashing: Semaphore::new(2),
+            hashing: Semaphore::new(HASHING_SLOTS),
+            hashing_turns: Mutex::new(HashMap::new()),
             shutdown,
             next_conn: AtomicU64::new(1),
             connections: AtomicU64::new(0),
@@ -428,21 +481,29 @@ impl ServerHandle {
     }
 }
 
-/// Takes a new TCP connection: counts it against the limits and spawns its task.
+/// Takes a new TCP connection: counts it against the limits and spawns its task. Both limits
+/// apply here, before the TLS handshake, so connections over them never hold a slot.
 fn admit(state: &Arc<State>, tasks: &mut JoinSet<()>, tcp: TcpStream, peer: SocketAddr) {
     let total = state.connections.load(Ordering::Relaxed);
     if total >= state.limits.max_connections as u64 {
         tracing::warn!(%peer, "connection limit reached; closing");
         return; // dropping `tcp` closes it
     }
-    let ip = peer.ip();
-    let over = {
+    let group = AddrGroup::from(peer.ip());
+    let admitted = {
         let mut per_ip = lock(&state.per_ip);
-        let n = per_ip.entry(ip).or_insert(0);
-        *n += 1;
-        *n > state.limits.max_connections_per_ip
+        let n = per_ip.get(&group).copied().unwrap_or(0);
+        let admitted = n < state.limits.max_connections_per_ip;
+        if admitted {
+            per_ip.insert(group, n + 1);
+        }
+        admitted
     };
-    let guard = ConnGuard { state: state.clone(), ip };
+    if !admitted {
+        refuse(state, tasks, tcp, peer);
+        return;
+    }
+    let guard = ConnGuard { state: state.clone(), group };
     state.connections.fetch_add(1, Ordering::Relaxed);
     let id = state.next_conn.fetch_add(1, Ordering::Relaxed);
     let state = state.clone();
@@ -460,36 +521,76 @@ fn admit(state: &Arc<State>, tasks: &mut JoinSet<()>, tcp: TcpStream, peer: Sock
                 return;
             }
         };
-        if over {
-            tracing::warn!(conn = id, %peer, "too many connections from this address");
-            let mut tls = tls;
-            let _ = reply_and_close(
-                &mut tls,
-                &state,
-                ErrorCode::TooManyConnections,
-                "too many connections from your address",
-            )
-            .await;
-            return;
-        }
         connection(state, tls, peer, id).await;
+    });
+}
+
+/// Refuses a connection over its address's limit: with a `TooManyConnections` frame when one
+/// of the [`POLITE_REFUSALS`] is free, else by closing it.
+fn refuse(state: &Arc<State>, tasks: &mut JoinSet<()>, tcp: TcpStream, peer: SocketAddr) {
+    tracing::debug!(%peer, "too many connections from this address; refusing");
+    let Ok(permit) = state.refusals.clone().try_acquire_owned() else { return };
+    let state = state.clone();
+    tasks.spawn(async move {
+        let _permit = permit;
+        let refusal = async {
+            let mut tls = state.acceptor.accept(tcp).await.ok()?;
+            let message = "too many connections from your address; close some or retry later";
+            reply_and_close(&mut tls, &state, ErrorCode::TooManyConnections, message).await.ok()
+        };
+        let _ = tokio::time::timeout(REFUSAL_TIMEOUT, refusal).await;
     });
 }
 
 struct ConnGuard {
     state: Arc<State>,
-    ip: IpAddr,
+    group: AddrGroup,
 }
 
 impl Drop for ConnGuard {
     fn drop(&mut self) {
         self.state.connections.fetch_sub(1, Ordering::Relaxed);
         let mut per_ip = lock(&self.state.per_ip);
-        if let Some(n) = per_ip.get_mut(&self.ip) {
+        if let Some(n) = per_ip.get_mut(&self.group) {
             *n -= 1;
             if *n == 0 {
-                per_ip.remove(&self.ip);
+                per_ip.remove(&self.group);
             }
+        }
+    }
+}
+
+/// An address's turn at the login hash: while it is held, other logins from the same address
+/// wait (so each address has at most one place in the shared hashing queue).
+struct HashingTurn<'a> {
+    state: &'a State,
+    group: AddrGroup,
+    queue: Option<Arc<Semaphore>>,
+    permit: Option<OwnedSemaphorePermit>,
+}
+
+impl<'a> HashingTurn<'a> {
+    /// Waits until `deadline` for `group`'s turn; `None` if it did not come.
+    async fn wait(state: &'a State, group: AddrGroup, deadline: tokio::time::Instant) -> Option<Self> {
+        let queue =
+            lock(&state.hashing_turns).entry(group).or_insert_with(|| Arc::new(Semaphore::new(1))).clone();
+        // Made before waiting, so that a timeout or a cancelled task also cleans up.
+        let mut turn = Self { state, group, queue: Some(queue.clone()), permit: None };
+        let acquired = tokio::time::timeout_at(deadline, queue.acquire_owned()).await;
+        turn.permit = Some(acquired.ok()?.ok()?);
+        Some(turn)
+    }
+}
+
+impl Drop for HashingTurn<'_> {
+    fn drop(&mut self) {
+        let mut turns = lock(&self.state.hashing_turns);
+        // A queue is taken from the map under this lock only, and other copies are dropped
+        // after their turn: when the map's copy is the last one, nobody holds or awaits a turn.
+        self.permit = None;
+        self.queue = None;
+        if turns.get(&self.group).is_some_and(|q| Arc::strong_count(q) == 1) {
+            turns.remove(&self.group);
         }
     }
 }
@@ -588,51 +689,52 @@ async fn login(state: &Arc<State>, tls: &mut Tls, peer: SocketAddr, id: u64) -> 
         let _ = reply_and_close(tls, state, ErrorCode::UnsupportedVersion, &msg).await;
         return None;
     }
-    let key = (peer.ip(), account.clone());
-    let locked = {
-        let mut failures = lock(&state.failures);
-        match failures.get(&key) {
-            Some(f) if f.first.elapsed() > limits.login_lockout => {
-                failures.remove(&key);
-                false
-            }
-            Some(f) => f.count >= limits.max_login_failures,
-            None => false,
-        }
-    };
-    if locked {
-        tracing::warn!(conn = id, %peer, "login refused: too many failed attempts");
-        tokio::time::sleep(limits.login_failure_delay).await;
-        let _ = reply_and_close(
-            tls,
-            state,
-            ErrorCode::TooManyAttempts,
-            "too many failed logins; try again later",
-        )
-        .await;
+    if !accounts::valid_name(&account) {
+        // No account can have this name: refused before any hash or table entry.
+        let _ = reply_and_close(tls, state, ErrorCode::AuthFailed, &AccountError::BadName.to_string()).await;
         return None;
     }
-    let verifier = lock(&state.accounts).verifier(&account);
-    let ok = match state.hashing.acquire().await {
-        Ok(_permit) => tokio::task::spawn_blocking(move || verifier.check(&secret)).await.unwrap_or(false),
-        Err(_) => false,
+    let group = AddrGroup::from(peer.ip());
+    let deadline = tokio::time::Instant::now() + limits.login_queue_timeout;
+    let busy = "the server is busy checking other logins; retry in a few seconds";
+    let Some(turn) = HashingTurn::wait(state, group, deadline).await else {
+        tracing::warn!(conn = id, %peer, "login refused: waited too long behind other logins from this address");
+        let _ = reply_and_close(tls, state, ErrorCode::RateLimited, busy).await;
+        return None;
     };
-    if !ok {
-        {
-            let mut failures = lock(&state.failures);
-            // Bound the table: forget the oldest entries when it grows large.
-            if failures.len() > 100_000 {
-                failures.retain(|_, f| f.first.elapsed() <= limits.login_lockout);
-            }
-            let f = failures.entry(key).or_insert(Failures { count: 0, first: Instant::now() });
-            f.count += 1;
+    let begun = lock(&state.throttle).begin(group, &account, Instant::now());
+    let attempt = match begun {
+        Ok(attempt) => attempt,
+        Err(refusal) => {
+            drop(turn);
+            tracing::warn!(conn = id, %peer, %refusal, "login refused");
+            tokio::time::sleep(limits.login_failure_delay).await;
+            let _ = reply_and_close(tls, state, ErrorCode::TooManyAttempts, &refusal.to_string()).await;
+            return None;
         }
+    };
+    let verifier = lock(&state.accounts).verifier(&account);
+    let ok = match tokio::time::timeout_at(deadline, state.hashing.acquire()).await {
+        Ok(Ok(_permit)) => {
+            tokio::task::spawn_blocking(move || verifier.check(&secret)).await.unwrap_or(false)
+        }
+        _ => {
+            lock(&state.throttle).cancelled(attempt, Instant::now());
+            drop(turn);
+            tracing::warn!(conn = id, %peer, "login refused: waited too long for a hashing slot");
+            let _ = reply_and_close(tls, state, ErrorCode::RateLimited, busy).await;
+            return None;
+        }
+    };
+    drop(turn);
+    if !ok {
+        lock(&state.throttle).failed(attempt, Instant::now());
         tracing::warn!(conn = id, %peer, "login failed");
         tokio::time::sleep(limits.login_failure_delay).await;
         let _ = reply_and_close(tls, state, ErrorCode::AuthFailed, "unknown account or wrong secret").await;
         return None;
     }
-    lock(&state.failures).remove(&key);
+    lock(&state.throttle).succeeded(attempt, Instant::now());
     let pending = state.store.queued(&account);
     let welcome = ServerFrame::Welcome { version: PROTOCOL_VERSION, pending };
     match tokio::time::timeout(limits.write_timeout, proto::write_frame(tls, &welcome)).await {
