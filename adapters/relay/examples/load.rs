@@ -79,7 +79,7 @@ async fn load(clients: usize, messages: usize, bytes: usize) {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("temp dir");
     for i in 0..clients {
-        accounts::add_account(&dir, &format!("u{i}"), &format!("secret-{i}"), Argon2Params::TEST)
+        accounts::add_account(&dir, &format!("u{i}"), &format!("secret-of-u{i}"), Argon2Params::TEST)
             .expect("account");
     }
     let mut child = Command::new(std::env::current_exe().expect("own path"))
@@ -99,7 +99,7 @@ async fn load(clients: usize, messages: usize, bytes: usize) {
     let start = Instant::now();
     let mut conns = Vec::new();
     for i in 0..clients {
-        let config = ClientConfig::new(addr.clone(), pin, format!("u{i}"), format!("secret-{i}"));
+        let config = ClientConfig::new(addr.clone(), pin, format!("u{i}"), format!("secret-of-u{i}"));
         conns.push(Client::connect(config).await.expect("connect"));
     }
     let connected = start.elapsed();
