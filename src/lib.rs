@@ -2,7 +2,8 @@
 //!
 //! This facade re-exports the sans-IO engine [`otr_core`] and adds what an application needs
 //! around it that is not protocol logic: a system random number generator and helpers to keep
-//! a long-term key in a file, and the encrypted key store on disk ([`store`]). The adapters
+//! a long-term key in a file, the encrypted key store on disk ([`store`]), and a way to show a
+//! peer's text on a terminal without letting it steer the terminal ([`terminal`]). The adapters
 //! (relay, XMPP, futures) build on it.
 #![warn(missing_docs)]
 
@@ -10,6 +11,7 @@ pub use otr_core::*;
 
 pub mod keyfile;
 pub mod store;
+pub mod terminal;
 
 pub use store::{Store, StoreError};
 
