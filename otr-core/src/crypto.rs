@@ -38,6 +38,17 @@ pub enum CryptoError {
     SigningFailed,
 }
 
+/// The hash states that see secrets wipe themselves on drop: SHA-1 (data keys), SHA-256 (the
+/// AKE keys from g^xy, the SMP secret), and the hash cores an HMAC state is made of. Checked
+/// when otr-core compiles: without sha1's or sha2's `zeroize` feature this does not build.
+const _: () = {
+    fn wiped_on_drop<T: zeroize::ZeroizeOnDrop>() {}
+    let _ = wiped_on_drop::<Sha1>;
+    let _ = wiped_on_drop::<Sha256>;
+    let _ = wiped_on_drop::<<Sha1 as sha2::digest::block_api::CoreProxy>::Core>;
+    let _ = wiped_on_drop::<<Sha256 as sha2::digest::block_api::CoreProxy>::Core>;
+};
+
 /// AES-128 in counter mode, with the OTR convention that the 16-byte initial counter block is
 /// `ctr_top` (8 bytes) followed by eight zero bytes. Encrypts or decrypts `data` in place.
 pub fn aes128_ctr(key: &[u8; 16], ctr_top: [u8; 8], data: &mut [u8]) {

@@ -4,7 +4,7 @@
 use rand_core::CryptoRng;
 use zeroize::Zeroizing;
 
-use super::group::{Element, Exponent};
+use super::group::{Element, Exponent, MODULUS_BYTES};
 
 /// Bits of a DH secret exponent (libotr: 40 random bytes).
 pub const SECRET_BITS: u32 = 320;
@@ -50,11 +50,14 @@ impl DhKeyPair {
         self.secret.to_be_bytes().into_vec()
     }
 
-    /// The shared secret with `theirs`, as the OTR MPI encoding of g^xy.
+    /// The shared secret with `theirs`, as the OTR MPI encoding of g^xy. Every copy of g^xy
+    /// made on the way (the integer, its bytes) is wiped, and the MPI is written into a buffer
+    /// sized for it, so that no reallocation leaves a copy behind.
     pub fn shared_secret(&self, theirs: &Element) -> SharedSecret {
-        let s = theirs.pow(&self.secret);
-        let mut w = crate::wire::Writer::new();
-        w.mpi(&s.to_be_bytes());
+        let s = Zeroizing::new(theirs.pow(&self.secret));
+        let bytes = Zeroizing::new(s.to_be_bytes());
+        let mut w = crate::wire::Writer::with_capacity(4 + MODULUS_BYTES);
+        w.mpi(&bytes);
         SharedSecret(Zeroizing::new(w.into_vec()))
     }
 }

@@ -246,7 +246,8 @@ impl DsaKeyPair {
         if public.g.pow_bounded_exp(&x, Q_BITS).retrieve() != public.y.retrieve() {
             return Err(CryptoError::BadPublicKey);
         }
-        let min = |v: &[u8]| super::group::minimal_be(&BoxedUint::from_be_slice_vartime(v));
+        // Leading zeros stripped from the bytes themselves: no big-integer copy of x to wipe.
+        let min = |v: &[u8]| v[v.iter().position(|&b| b != 0).unwrap_or(v.len())..].to_vec();
         let components = DsaComponents {
             p: min(&c.p),
             q: min(&c.q),
@@ -288,12 +289,8 @@ impl DsaKeyPair {
             // k uniform in [1, q-1]: 64 extra bits make the bias of the reduction negligible.
             let mut buf = Zeroizing::new([0u8; 28]);
             rng.fill_bytes(&mut *buf);
-            let k = Zeroizing::new(
-                BoxedUint::from_be_slice(&*buf, 224)
-                    .expect("sized")
-                    .rem(q)
-                    .resize_unchecked(q.bits_precision()),
-            );
+            let wide = Zeroizing::new(BoxedUint::from_be_slice(&*buf, 224).expect("sized"));
+            let k = Zeroizing::new(wide.rem(q).resize_unchecked(q.bits_precision()));
             if bool::from(k.is_zero()) {
                 continue;
             }
@@ -306,7 +303,10 @@ impl DsaKeyPair {
                 continue;
             };
             let k_inv = Zeroizing::new(k_inv);
-            let s = k_inv.mul_mod(&z.add_mod(&self.x.mul_mod(&r, q), q), q);
+            // x·r and z + x·r give away x to anyone who knows r and z (both public): wiped.
+            let xr = Zeroizing::new(self.x.mul_mod(&r, q));
+            let z_xr = Zeroizing::new(z.add_mod(&xr, q));
+            let s = k_inv.mul_mod(&z_xr, q);
             if bool::from(r.is_zero()) || bool::from(s.is_zero()) {
                 continue;
             }

@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 use crypto_bigint::modular::{BoxedMontyForm, BoxedMontyParams};
 use crypto_bigint::{BoxedUint, Choice, CtAssign, MontyForm, MontyMultiplier, NonZero, Odd, Resize};
 use rand_core::CryptoRng;
-use zeroize::{Zeroize, ZeroizeOnDrop};
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use super::CryptoError;
 use crate::wire::Writer;
@@ -190,8 +190,9 @@ impl Exponent {
     }
 }
 
-/// A validated element of the group: an integer in `2 ..= p-2`.
-#[derive(Clone, PartialEq, Eq)]
+/// A validated element of the group: an integer in `2 ..= p-2`. Wiped on drop: most elements
+/// are public, but some are not (SMP's shared generators g2 and g3, results of `pow_elem`).
+#[derive(Clone, PartialEq, Eq, Zeroize, ZeroizeOnDrop)]
 pub struct Element {
     value: BoxedUint,
 }
@@ -251,16 +252,18 @@ impl Element {
             Some(comb) => comb.pow(&e.value),
             None => c.g.pow_bounded_exp(&e.value, e.bits),
         };
-        Self { value: v.retrieve() }
+        Self { value: Zeroizing::new(v).retrieve() }
     }
 
-    /// self^e (a shared secret when e is ours and self is theirs).
+    /// self^e (a shared secret when e is ours and self is theirs). The Montgomery form of the
+    /// result is wiped; the caller owns (and wipes) the returned value.
     pub fn pow(&self, e: &Exponent) -> BoxedUint {
-        self.pow_form(e).retrieve()
+        Zeroizing::new(self.form().pow_bounded_exp(&e.value, e.bits)).retrieve()
     }
 
-    fn pow_form(&self, e: &Exponent) -> BoxedMontyForm {
-        BoxedMontyForm::new(self.value.clone(), &consts().params).pow_bounded_exp(&e.value, e.bits)
+    /// The element in Montgomery form, wiped on drop.
+    fn form(&self) -> Zeroizing<BoxedMontyForm> {
+        Zeroizing::new(BoxedMontyForm::new(self.value.clone(), &consts().params))
     }
 
     /// self^e as an element, for SMP. Returns an error if the result is degenerate.
@@ -276,10 +279,7 @@ impl Element {
     /// # Errors
     /// [`CryptoError::BadGroupElement`] if the product is degenerate.
     pub fn mul(&self, other: &Self) -> Result<Self, CryptoError> {
-        let c = consts();
-        let a = BoxedMontyForm::new(self.value.clone(), &c.params);
-        let b = BoxedMontyForm::new(other.value.clone(), &c.params);
-        Self::checked(a.mul(&b).retrieve())
+        Self::checked(Zeroizing::new(self.form().mul(&other.form())).retrieve())
     }
 
     /// self^-1 mod p.
@@ -287,14 +287,15 @@ impl Element {
     /// # Errors
     /// [`CryptoError::BadGroupElement`] never in practice: every element in range is invertible.
     pub fn invert(&self) -> Result<Self, CryptoError> {
-        let a = BoxedMontyForm::new(self.value.clone(), &consts().params);
-        let inv = Option::<BoxedMontyForm>::from(a.invert()).ok_or(CryptoError::BadGroupElement)?;
-        Self::checked(inv.retrieve())
+        let inv = Option::<BoxedMontyForm>::from(self.form().invert()).ok_or(CryptoError::BadGroupElement)?;
+        Self::checked(Zeroizing::new(inv).retrieve())
     }
 
-    fn checked(value: BoxedUint) -> Result<Self, CryptoError> {
+    /// `value` as an element if in range; wiped if not.
+    fn checked(mut value: BoxedUint) -> Result<Self, CryptoError> {
         let c = consts();
         if value < c.two || value >= c.p_minus_1 {
+            value.zeroize();
             return Err(CryptoError::BadGroupElement);
         }
         Ok(Self { value })
@@ -318,9 +319,10 @@ impl Element {
     }
 }
 
-/// The minimal big-endian bytes of `v` (empty for zero).
+/// The minimal big-endian bytes of `v` (empty for zero). The full-width copy made on the way
+/// is wiped (`v` may be secret: a DSA private key).
 pub fn minimal_be(v: &BoxedUint) -> Vec<u8> {
-    let full = v.to_be_bytes();
+    let full = Zeroizing::new(v.to_be_bytes());
     let start = full.iter().position(|&b| b != 0).unwrap_or(full.len());
     full[start..].to_vec()
 }
