@@ -1,4 +1,4 @@
-//! Writes the `vectors/` transcripts: `cargo run -p otr-vectors --example make-vectors [-- OUT_DIR]`.
+//! Writes the `vectors/` transcripts: `cargo run --manifest-path vectors/Cargo.toml --example make-vectors [-- OUT_DIR]`.
 //!
 //! Deterministic: the long-term keys, instance tags and RNG seeds are fixed, and time is a
 //! simulated clock, so running it twice writes identical files. Every scenario checks, as it

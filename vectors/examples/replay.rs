@@ -1,5 +1,5 @@
 //! Replays `vectors/` transcripts against fresh sessions of this engine:
-//! `cargo run -p otr-vectors --example replay -- [--explain] vectors/*.json`.
+//! `cargo run --manifest-path vectors/Cargo.toml --example replay -- [--explain] vectors/*.json`.
 //!
 //! Prints PASS or FAIL per file (exit status 1 if any failed). With `--explain`, a failure
 //! also prints the first divergence: the step, the field, and the expected and actual values.

@@ -1,7 +1,7 @@
 //! Replays every transcript in `vectors/` with fresh sessions and checks that this engine
 //! produces byte-identical transport messages, identical events, results, random draws,
 //! intermediate secrets and timeouts, step by step. Regenerate the files with
-//! `cargo run -p otr-vectors --example make-vectors` after an intended change of behaviour (and say why in
+//! `cargo run --manifest-path vectors/Cargo.toml --example make-vectors` after an intended change of behaviour (and say why in
 //! the commit); see `vectors/README.md`.
 
 #![allow(clippy::unwrap_used)]
@@ -71,7 +71,7 @@ fn every_vector_replays_identically() {
     }
     assert!(
         failures.is_empty(),
-        "vectors diverged (run `cargo run -p otr-vectors --example replay -- --explain vectors/*.json`):\n{}",
+        "vectors diverged (run `cargo run --manifest-path vectors/Cargo.toml --example replay -- --explain vectors/*.json`):\n{}",
         failures.join("\n")
     );
 }
