@@ -89,14 +89,17 @@ pub enum SmpError {
 ///
 /// Must be reset (with [`Smp::reset`], or by replacing it) whenever the conversation leaves
 /// the encrypted state.
+///
+/// Not `Clone` (a copy of its secret exponents would outlive a reset), except in tests and
+/// fuzz builds (`cfg(fuzzing)`), whose `smp` target clones a started exchange per input.
 #[derive(Default)]
-#[cfg_attr(test, derive(Clone))]
+#[cfg_attr(any(test, fuzzing), derive(Clone))]
 pub struct Smp {
     state: State,
 }
 
 #[derive(Default)]
-#[cfg_attr(test, derive(Clone))]
+#[cfg_attr(any(test, fuzzing), derive(Clone))]
 enum State {
     /// `SMPSTATE_EXPECT1` with nothing pending.
     #[default]
@@ -111,7 +114,7 @@ enum State {
     Expect4(Box<Expect4>),
 }
 
-#[cfg_attr(test, derive(Clone))]
+#[cfg_attr(any(test, fuzzing), derive(Clone))]
 struct Requested {
     question: Option<String>,
     g3a: Element,
@@ -121,14 +124,14 @@ struct Requested {
     b3: Exponent,
 }
 
-#[cfg_attr(test, derive(Clone))]
+#[cfg_attr(any(test, fuzzing), derive(Clone))]
 struct Expect2 {
     x: Exponent,
     a2: Exponent,
     a3: Exponent,
 }
 
-#[cfg_attr(test, derive(Clone))]
+#[cfg_attr(any(test, fuzzing), derive(Clone))]
 struct Expect3 {
     g3a: Element,
     g2: Element,
@@ -138,7 +141,7 @@ struct Expect3 {
     qb: Element,
 }
 
-#[cfg_attr(test, derive(Clone))]
+#[cfg_attr(any(test, fuzzing), derive(Clone))]
 struct Expect4 {
     g3b: Element,
     pab: Element,
