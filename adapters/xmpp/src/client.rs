@@ -1,7 +1,6 @@
 //! The client: one task that owns the XMPP stream and one OTR [`Session`] per contact, and
 //! the handle ([`Client`]) and event stream ([`Events`]) the application holds.
 
-use std::collections::HashMap;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -22,6 +21,7 @@ use xmpp_parsers::presence::Presence;
 use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType, StanzaError};
 use zeroize::Zeroizing;
 
+use crate::contacts::{Contacts, STRANGER_FRAGMENT_BYTES};
 use crate::error::{ClientError, ConnectError};
 use crate::stanza::{self, Incoming, Rejected};
 use crate::tls::{StartTls, Trust, login};
@@ -29,10 +29,8 @@ use crate::tls::{StartTls, Trust, login};
 /// The RNG every session uses: the operating system's.
 type SystemRng = rand_core::UnwrapErr<getrandom::SysRng>;
 
-/// Most contacts with a session at once; a message from yet another contact is rejected
-/// (so strangers cannot make us hold unbounded state). Contacts the application itself
-/// writes to are always served.
-pub const MAX_CONTACTS: usize = 4096;
+/// The default of [`Config::max_strangers`].
+pub const MAX_STRANGERS: usize = 4096;
 
 /// Stanzas waiting to be written (they wait while the connection is down).
 const STANZA_QUEUE: usize = 256;
@@ -64,6 +62,14 @@ pub struct Config {
     pub connect_timeout: Duration,
     /// First and longest wait between reconnection attempts (it doubles in between).
     pub reconnect_delay: (Duration, Duration),
+    /// Most strangers (contacts the application never addressed) with a session at once
+    /// (default [`MAX_STRANGERS`]). When yet another one writes, the least recently active
+    /// stranger without a private conversation is dropped to make room; only when every
+    /// stranger is in a private conversation is the new one rejected
+    /// ([`Rejected::TooManyContacts`]). Strangers' fragment buffers are bounded together too
+    /// (64 MiB). Contacts the application sends to, starts or otherwise addresses (see
+    /// [`Client::add_contact`]) are never dropped and not counted.
+    pub max_strangers: usize,
 }
 
 impl std::fmt::Debug for Config {
@@ -102,6 +108,7 @@ impl Config {
             max_message_size: 0,
             connect_timeout: Duration::from_secs(30),
             reconnect_delay: (Duration::from_millis(500), Duration::from_secs(30)),
+            max_strangers: MAX_STRANGERS,
         }
     }
 }
@@ -200,10 +207,23 @@ pub struct Private {
 
 /// A job for the task, run on the session with one contact.
 type Job = Box<dyn FnOnce(&mut Session, Timestamp, &mut SystemRng) + Send>;
+/// A look at the session with one contact, if there is one.
+type Look = Box<dyn FnOnce(Option<&Session>) + Send>;
 
 enum Command {
-    Session { to: BareJid, job: Job },
-    Close { done: oneshot::Sender<()> },
+    /// Runs `job` on the session with `to` (created if new), one of the user's contacts.
+    Session {
+        to: BareJid,
+        job: Job,
+    },
+    /// Runs `look` on the session with `to`, changing nothing.
+    Look {
+        to: BareJid,
+        look: Look,
+    },
+    Close {
+        done: oneshot::Sender<()>,
+    },
 }
 
 /// An XMPP account logged in, holding OTR conversations with its contacts. Cheap to clone;
@@ -273,7 +293,7 @@ impl Client {
             stream,
             commands: commands_rx,
             events: events_tx,
-            peers: HashMap::new(),
+            peers: Contacts::new(config.max_strangers, STRANGER_FRAGMENT_BYTES),
             config,
             rng: rand_core::UnwrapErr(getrandom::SysRng),
             epoch: Instant::now(),
@@ -384,19 +404,34 @@ impl Client {
         self.with_session(to, |s, now, _| s.smp_abort(now)).await
     }
 
-    /// Whether the conversation with `to` is private, and with which key.
+    /// Makes `to` one of the user's contacts before anything is sent: its session is never
+    /// dropped to make room for strangers (see [`Config::max_strangers`]). Sending, starting
+    /// and the other calls that name a contact do the same.
+    ///
+    /// # Errors
+    /// [`ClientError::Closed`] when the client is closed.
+    pub async fn add_contact(&self, to: &BareJid) -> Result<(), ClientError> {
+        self.with_session(to, |_, _, _| ()).await
+    }
+
+    /// Whether the conversation with `to` is private, and with which key. (Asking does not
+    /// make `to` one of the user's contacts.)
     ///
     /// # Errors
     /// [`ClientError::Closed`] when the client is closed.
     pub async fn private_with(&self, to: &BareJid) -> Result<Option<Private>, ClientError> {
-        self.with_session(to, |s, _, _| {
-            s.private_with().map(|(instance, key, ssid)| Private {
+        let (tx, rx) = oneshot::channel();
+        let look: Look = Box::new(move |s| {
+            let private = s.and_then(Session::private_with).map(|(instance, key, ssid)| Private {
                 instance,
                 fingerprint: key.fingerprint(),
                 ssid,
-            })
-        })
-        .await
+            });
+            // The caller may have stopped waiting.
+            let _ = tx.send(private);
+        });
+        self.commands.send(Command::Look { to: to.clone(), look }).await.map_err(|_| ClientError::Closed)?;
+        rx.await.map_err(|_| ClientError::Closed)
     }
 
     /// Ends every private conversation (the contacts are told), closes the stream cleanly
@@ -467,7 +502,7 @@ struct Task {
     /// One session per contact. Everything goes to the contact's bare JID: the server hands
     /// it to each of the contact's clients, and OTR instance tags decide which one it is for
     /// (answering only the client that wrote last would starve the others' key exchanges).
-    peers: HashMap<BareJid, Session>,
+    peers: Contacts,
     config: Config,
     rng: SystemRng,
     epoch: Instant,
@@ -481,7 +516,7 @@ impl Task {
 
     /// The earliest time a session wants [`Session::handle_timeout`].
     fn next_timeout(&self) -> Option<Instant> {
-        let due = self.peers.values().filter_map(Session::poll_timeout).min()?;
+        let due = self.peers.iter().filter_map(|(_, s)| s.poll_timeout()).min()?;
         Some(self.epoch + Duration::from_millis(due.0))
     }
 
@@ -496,12 +531,12 @@ impl Task {
                 cmd = self.commands.recv() => match cmd {
                     Some(Command::Session { to, job }) => {
                         let now = self.now();
-                        // The user's own contacts are not subject to MAX_CONTACTS.
                         let config = &self.config;
-                        let session = self.peers.entry(to.clone()).or_insert_with(|| new_session(config));
+                        let session = self.peers.user(&to, || new_session(config));
                         job(session, now, &mut self.rng);
                         self.flush(&to).await;
                     }
+                    Some(Command::Look { to, look }) => look(self.peers.get(&to)),
                     Some(Command::Close { done }) => {
                         self.shutdown().await;
                         let _ = done.send(());
@@ -534,18 +569,6 @@ impl Task {
                 }
             }
         }
-    }
-
-    /// Creates the session with a contact who wrote to us on first use; false past
-    /// [`MAX_CONTACTS`].
-    fn ensure_peer(&mut self, jid: &BareJid) -> bool {
-        if !self.peers.contains_key(jid) {
-            if self.peers.len() >= MAX_CONTACTS {
-                return false;
-            }
-            self.peers.insert(jid.clone(), new_session(&self.config));
-        }
-        true
     }
 
     /// Sends what the session with `jid` has to send, then hands its events to the application.
@@ -604,17 +627,15 @@ impl Task {
             Incoming::Body { from, body } => {
                 let jid = from.to_bare();
                 let now = self.now();
-                let session = match self.ensure_peer(&jid) {
-                    true => self.peers.get_mut(&jid),
-                    false => None,
-                };
-                let Some(session) = session else {
+                let config = &self.config;
+                let Some(session) = self.peers.writer(&jid, || new_session(config)) else {
                     self.emit(ClientEvent::Rejected { from: Some(from), reason: Rejected::TooManyContacts })
                         .await;
                     return;
                 };
                 let result = session.receive(now, &body, &mut self.rng);
                 self.flush(&jid).await;
+                self.peers.trim();
                 match result {
                     // The contact's other clients see what we send to one of them (all go to
                     // the bare JID): for them it is normal traffic, not an error.
@@ -649,7 +670,7 @@ impl Task {
     /// Ends every private conversation, sends what that produced, closes the stream.
     async fn shutdown(mut self) {
         let now = self.now();
-        let jids: Vec<BareJid> = self.peers.keys().cloned().collect();
+        let jids: Vec<BareJid> = self.peers.iter().map(|(jid, _)| jid.clone()).collect();
         for jid in jids {
             if let Some(s) = self.peers.get_mut(&jid) {
                 s.end(now);

@@ -26,11 +26,12 @@
 #![warn(missing_docs)]
 
 mod client;
+mod contacts;
 mod error;
 pub mod stanza;
 mod tls;
 
-pub use client::{Client, ClientEvent, Config, Events, MAX_CONTACTS, Private};
+pub use client::{Client, ClientEvent, Config, Events, MAX_STRANGERS, Private};
 pub use error::{ClientError, ConnectError};
 pub use stanza::Rejected;
 pub use tls::{StartTls, Trust};

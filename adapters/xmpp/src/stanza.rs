@@ -50,8 +50,13 @@ pub enum Rejected {
     /// The sender is not an account (a server or service address): it cannot run OTR.
     #[error("message from an address without an account part")]
     NotAnAccount,
-    /// Too many contacts already have a session; this new one was not created.
-    #[error("too many contacts with an OTR session; message from a new contact dropped")]
+    /// A new contact wrote while as many strangers as
+    /// [`Config::max_strangers`](crate::Config::max_strangers) allows hold private
+    /// conversations; no session was created for it.
+    #[error(
+        "message from a new contact dropped: as many strangers as allowed hold private conversations \
+         (raise Config::max_strangers, or address the contact to keep it)"
+    )]
     TooManyContacts,
 }
 

@@ -229,3 +229,62 @@ async fn login_failures_are_typed() {
     let (client, _events) = Client::connect(good).await.unwrap();
     client.close().await.unwrap();
 }
+
+/// Strangers (accounts alice never wrote to) flood her, each from its own account: twice as
+/// many as she keeps sessions for (lowered to 4 here from the default 4,096). She must not
+/// lock out everyone who writes afterwards: idle strangers without a private conversation
+/// make room (least recently active first), so bob, who writes after the flood, gets a
+/// private conversation; carol, a stranger whose private conversation began before the
+/// flood, keeps it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stranger_flood_does_not_lock_out_contacts() {
+    const CAP: usize = 4;
+    let Some(server) = Prosody::start(Options::default()) else { return };
+    let mut alice_cfg = server.client_config("alice", 71);
+    alice_cfg.max_strangers = CAP;
+    let (alice, mut alice_ev) = Client::connect(alice_cfg).await.unwrap();
+    let (carol, mut carol_ev) = Client::connect(server.client_config("carol", 73)).await.unwrap();
+    let (a, b, c) = (jid("alice"), jid("bob"), jid("carol"));
+    carol.start(&a).await.unwrap();
+    expect(&mut carol_ev, "carol Secure", secure).await;
+    expect(&mut alice_ev, "alice Secure with carol", secure).await;
+
+    let mut strangers = Vec::new();
+    for i in 0..2 * CAP {
+        let name = format!("stranger{i}");
+        let mut stranger = raw_client(&server, &name).await;
+        let spam = Message::chat(Some(a.clone().into())).with_body(Lang::default(), format!("spam {i}"));
+        stranger.send_stanza(spam.into()).await.unwrap();
+        let from = expect(&mut alice_ev, "the stranger's message", |e| match e {
+            ClientEvent::Otr { peer, event: Event::UnencryptedReceived { .. } } => Some(peer.clone()),
+            ClientEvent::Rejected { from, reason: Rejected::TooManyContacts } => {
+                panic!("alice refused {from:?}: the strangers before it locked her contacts")
+            }
+            _ => None,
+        })
+        .await;
+        assert_eq!(from, jid(&name));
+        strangers.push(stranger);
+    }
+
+    let (bob, mut bob_ev) = Client::connect(server.client_config("bob", 72)).await.unwrap();
+    bob.start(&a).await.unwrap();
+    expect(&mut bob_ev, "bob Secure", secure).await;
+    expect(&mut alice_ev, "alice Secure with bob", |e| match e {
+        ClientEvent::Otr { peer, event: Event::Secure { .. } } if *peer == b => Some(()),
+        ClientEvent::Rejected { from, reason: Rejected::TooManyContacts } => {
+            panic!("alice refused {from:?} after the flood: strangers locked out her contacts")
+        }
+        _ => None,
+    })
+    .await;
+    say(&bob, &a, &mut alice_ev, "written after the flood").await;
+    say(&carol, &a, &mut alice_ev, "still private").await;
+    say(&alice, &c, &mut carol_ev, "yes, still private").await;
+    for stranger in strangers {
+        let _ = stranger.send_end().await;
+    }
+    for client in [&alice, &bob, &carol] {
+        client.close().await.unwrap();
+    }
+}
