@@ -51,6 +51,9 @@ pub struct Established {
     pub their_dh: Element,
     /// Our AKE DH key pair (keyid [`AKE_KEYID`]).
     pub our_dh: DhKeyPair,
+    /// Whether we sent the Reveal Signature (we started with the D-H Commit): decides which
+    /// half of the ssid we show in bold.
+    pub we_revealed: bool,
 }
 
 /// What handling one message produced.
@@ -140,6 +143,8 @@ enum State {
 #[derive(Default)]
 pub struct Ake {
     state: State,
+    /// The keyid our X announces when not [`AKE_KEYID`] (tests and fuzz seeds only).
+    keyid: Option<u32>,
     /// Keys derived since the session last looked (feature `trace` only).
     #[cfg(feature = "trace")]
     traces: Vec<crate::trace::Value>,
@@ -196,6 +201,7 @@ impl Ake {
                     hash_gx: a.hash_gx,
                     commit: a.commit.clone(),
                 })),
+                keyid: self.keyid,
                 #[cfg(feature = "trace")]
                 traces: Vec::new(),
             }),
@@ -207,6 +213,18 @@ impl Ake {
     #[cfg(feature = "trace")]
     pub(crate) fn take_traces(&mut self) -> Vec<crate::trace::Value> {
         core::mem::take(&mut self.traces)
+    }
+
+    /// Makes our X announce `keyid` instead of [`AKE_KEYID`]. Only for tests and fuzz seeds
+    /// that play a peer with an unusual keyid: a session always announces 1, as libotr does.
+    #[doc(hidden)]
+    pub fn announce_keyid(&mut self, keyid: u32) {
+        self.keyid = Some(keyid);
+    }
+
+    /// The keyid our X announces.
+    fn our_keyid(&self) -> u32 {
+        self.keyid.unwrap_or(AKE_KEYID)
     }
 
     /// Forgets any exchange in progress.
@@ -286,7 +304,7 @@ impl Ake {
                 let mut w = Writer::new();
                 w.data(&a.r[..]);
                 let x = SignedX { enc: &keys.c, sign: &keys.m1, mac: &keys.m2 };
-                w.raw(&x.seal(a.dh.public(), &gy, identity, rng)?);
+                w.raw(&x.seal(a.dh.public(), &gy, identity, self.our_keyid(), rng)?);
                 let reveal = Outgoing { kind: kind::REVEAL_SIGNATURE, body: w.into_vec() };
                 let dh = a.dh.clone();
                 #[cfg(feature = "trace")]
@@ -330,13 +348,20 @@ impl Ake {
         let theirs = SignedX { enc: &keys.c, sign: &keys.m1, mac: &keys.m2 };
         let (their_key, their_keyid) = theirs.open(&sealed, &gx, a.dh.public())?;
         let ours = SignedX { enc: &keys.c_prime, sign: &keys.m1_prime, mac: &keys.m2_prime };
-        let body = ours.seal(a.dh.public(), &gx, identity, rng)?;
+        let body = ours.seal(a.dh.public(), &gx, identity, self.our_keyid(), rng)?;
         #[cfg(feature = "trace")]
         let trace = keys.trace(&a.dh, &gx, &s);
         let State::AwaitingRevealSig(a) = core::mem::take(&mut self.state) else {
             unreachable!("state matched above")
         };
-        let established = Established { ssid: keys.ssid, their_key, their_keyid, their_dh: gx, our_dh: a.dh };
+        let established = Established {
+            ssid: keys.ssid,
+            their_key,
+            their_keyid,
+            their_dh: gx,
+            our_dh: a.dh,
+            we_revealed: false,
+        };
         #[cfg(feature = "trace")]
         self.traces.push(trace);
         Ok(Step { reply: Some(Outgoing { kind: kind::SIGNATURE, body }), established: Some(established) })
@@ -360,6 +385,7 @@ impl Ake {
             their_keyid,
             their_dh: a.their_dh.clone(),
             our_dh: a.dh.clone(),
+            we_revealed: true,
         };
         Ok(Step { reply: None, established: Some(established) })
     }
@@ -406,13 +432,14 @@ impl SignedX<'_> {
         ours: &Element,
         theirs: &Element,
         identity: &DsaKeyPair,
+        keyid: u32,
         rng: &mut (impl CryptoRng + ?Sized),
     ) -> Result<Vec<u8>, CryptoError> {
         let pubkey = identity.public().encoded();
-        let m = self.m(ours, theirs, pubkey, AKE_KEYID);
+        let m = self.m(ours, theirs, pubkey, keyid);
         let sig = identity.sign(&m, rng)?;
         let mut x = Writer::new();
-        x.raw(pubkey).u32(AKE_KEYID).raw(&sig);
+        x.raw(pubkey).u32(keyid).raw(&sig);
         let mut x = Zeroizing::new(x.into_vec());
         crypto::aes128_ctr(self.enc, [0; 8], &mut x);
         let mut w = Writer::new();

@@ -33,6 +33,19 @@ pub enum ReceiveError {
     /// An encoded message of an unknown type.
     #[error("unknown OTR message type {0:#04x}")]
     UnknownType(u8),
+    /// A key exchange authenticated our own long-term key: someone reflected our own messages
+    /// back at us. Nothing became private.
+    #[error("key exchange refused: the peer presented our own long-term key (our messages were reflected back)")]
+    OwnKey,
+    /// Key exchange messages arrived faster than the session handles them (a flood, see
+    /// SECURITY.md): this one was dropped without any work or reply. A real peer gets through
+    /// once the flood stops; known peers have their own budget.
+    #[error("key exchange message dropped: too many arrived in a short time (flood protection)")]
+    RateLimited,
+    /// Every instance slot holds a private or ended conversation, so a new client of the
+    /// remote account cannot be added; end some conversations first.
+    #[error("too many clients of the remote account hold private conversations; new one refused")]
+    TooManyInstances,
 }
 
 /// Why a message could not be sent. Nothing was transmitted.

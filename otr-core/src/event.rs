@@ -25,6 +25,31 @@ impl fmt::Debug for Ssid {
     }
 }
 
+/// Which half of the [`Ssid`] to show in bold. The spec: the side that sent the Reveal
+/// Signature (the one that started the exchange with a D-H Commit) shows the first 32 bits in
+/// bold, the other side the second 32 bits; each person reads out the bold half and the other
+/// finds it in their own display.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SsidHalf {
+    /// The first 4 bytes (8 hex digits): we sent the Reveal Signature.
+    First,
+    /// The last 4 bytes (8 hex digits): the peer sent the Reveal Signature.
+    Second,
+}
+
+impl Ssid {
+    /// The two halves as 8 hex digits each, the one to show in bold marked by `bold`: for
+    /// example `[4f1c02aa] 9e0d77b3` (with `SsidHalf::First`).
+    pub fn marked(&self, bold: SsidHalf) -> String {
+        let hex = self.to_string();
+        let (first, second) = hex.split_at(8);
+        match bold {
+            SsidHalf::First => format!("[{first}] {second}"),
+            SsidHalf::Second => format!("{first} [{second}]"),
+        }
+    }
+}
+
 /// A caller-chosen monotonic time in milliseconds. The engine never reads a clock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Timestamp(pub u64);
@@ -56,12 +81,40 @@ pub enum Event {
         fingerprint: Fingerprint,
         /// The secure session id.
         ssid: Ssid,
-        /// True when the conversation was already private (a new AKE refreshed its keys).
+        /// Which half of `ssid` to show in bold (see [`SsidHalf`] and [`Ssid::marked`]).
+        bold: SsidHalf,
+        /// True when the conversation was already private with this same long-term key (a new
+        /// AKE refreshed its keys). A new AKE that authenticated a *different* key is not a
+        /// refresh: [`Event::FingerprintChanged`] comes first and this is false.
         refreshed: bool,
         /// The OTR protocol version negotiated: 3, or 2 with an older client (which has no
         /// instance tags, so `instance` is [`InstanceTag::V2`], and no extra symmetric key).
         /// Worth showing: see the crate docs on version downgrades.
         version: u16,
+    },
+    /// The private conversation with `instance` was replaced by one with a different long-term
+    /// key: a new key exchange (which anyone on the network can start) completed with
+    /// `fingerprint`, not `previous`. Treat it as a new, unverified contact until the user
+    /// verifies it (SMP or fingerprints); an [`Event::Secure`] with `refreshed: false`
+    /// follows. Texts that were waiting for the old conversation are not sent to the new
+    /// key: they come back in [`Event::HeldReturned`].
+    FingerprintChanged {
+        /// The remote instance.
+        instance: InstanceTag,
+        /// The key of the conversation that was replaced.
+        previous: Fingerprint,
+        /// The key the new exchange authenticated.
+        fingerprint: Fingerprint,
+    },
+    /// Texts the user typed for the private conversation with `intended`, held while a new key
+    /// exchange ran, that were **not sent**: the exchange authenticated another key (see
+    /// [`Event::FingerprintChanged`]). Show them to the user; send them again only if the user
+    /// decides to.
+    HeldReturned {
+        /// The key the texts were typed for.
+        intended: Fingerprint,
+        /// The texts, oldest first.
+        texts: Vec<String>,
     },
     /// A message for the user. `encrypted` says whether it arrived in a private conversation:
     /// never show a plaintext message as private. Text may be HTML if the peer's client sends

@@ -25,6 +25,8 @@ pub const V2_OVERHEAD: usize = 18;
 /// A parsed fragment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fragment<'a> {
+    /// The protocol version of its format: 3 (`?OTR|sender|receiver,…`) or 2 (`?OTR,…`).
+    pub version: u16,
     /// The sender's instance tag (0 in a v2 fragment, which has none).
     pub sender: u32,
     /// The receiver's instance tag (0 when not yet known, and in v2).
@@ -66,19 +68,20 @@ impl<'a> Fragment<'a> {
     /// # Errors
     /// [`FragmentError::Malformed`] or [`FragmentError::BadNumbers`].
     pub fn parse(msg: &'a str) -> Result<Self, FragmentError> {
-        let (sender, receiver, numbers) = if let Some(rest) = msg.strip_prefix("?OTR|") {
+        let (version, sender, receiver, numbers) = if let Some(rest) = msg.strip_prefix("?OTR|") {
             let (sender, rest) = rest.split_once('|').ok_or(FragmentError::Malformed)?;
             let (receiver, rest) = rest.split_once(',').ok_or(FragmentError::Malformed)?;
             let tag = |t| hex_u32(t).ok_or(FragmentError::Malformed);
-            (tag(sender)?, tag(receiver)?, rest)
+            (3, tag(sender)?, tag(receiver)?, rest)
         } else {
-            (0, 0, msg.strip_prefix("?OTR,").ok_or(FragmentError::Malformed)?)
+            (2, 0, 0, msg.strip_prefix("?OTR,").ok_or(FragmentError::Malformed)?)
         };
         let mut parts = numbers.splitn(3, ',');
         let k = parts.next().ok_or(FragmentError::Malformed)?;
         let n = parts.next().ok_or(FragmentError::Malformed)?;
         let piece = parts.next().and_then(|p| p.strip_suffix(',')).ok_or(FragmentError::Malformed)?;
         let frag = Self {
+            version,
             sender,
             receiver,
             k: dec_u16(k).ok_or(FragmentError::Malformed)?,

@@ -279,6 +279,10 @@ impl KeyWindow {
     /// After a message authenticated: rotate our keys if it used our newest, and take its
     /// `next_dh` if it used the peer's newest (built only then: most messages repeat a value
     /// we already hold).
+    ///
+    /// Keyids never wrap: a side whose keyid reached `u32::MAX` (the peer chose its AKE keyid,
+    /// so it can start there) keeps its newest key instead of numbering a next one 0, which
+    /// is invalid. The conversation goes on; that side's keys simply stop rotating.
     pub fn rotate(
         &mut self,
         sender_keyid: u32,
@@ -286,7 +290,7 @@ impl KeyWindow {
         next_dh: impl FnOnce() -> Element,
         rng: &mut (impl CryptoRng + ?Sized),
     ) {
-        if recipient_keyid == self.our_keyid {
+        if let Some(next_keyid) = self.our_keyid.checked_add(1).filter(|_| recipient_keyid == self.our_keyid) {
             let a = self.sessions[1][0].take();
             let b = self.sessions[1][1].take();
             self.reveal_used(a);
@@ -295,11 +299,11 @@ impl KeyWindow {
             let fresh = DhKeyPair::generate(rng);
             let newest = core::mem::replace(&mut self.our[0], fresh);
             self.our[1] = newest;
-            self.our_keyid += 1;
+            self.our_keyid = next_keyid;
             #[cfg(feature = "trace")]
             self.trace_key(0, self.our_keyid);
         }
-        if sender_keyid == self.their_keyid {
+        if let Some(next_keyid) = self.their_keyid.checked_add(1).filter(|_| sender_keyid == self.their_keyid) {
             let t0 = self.sessions[0][1].take();
             let t1 = self.sessions[1][1].take();
             self.reveal_used(t0);
@@ -309,7 +313,7 @@ impl KeyWindow {
             }
             let old = self.their[0].replace(next_dh());
             self.their[1] = old;
-            self.their_keyid += 1;
+            self.their_keyid = next_keyid;
         }
     }
 

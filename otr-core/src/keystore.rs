@@ -1051,6 +1051,7 @@ mod tests {
             instance: tag,
             fingerprint,
             ssid: crate::event::Ssid([0; 8]),
+            bold: crate::event::SsidHalf::First,
             refreshed: false,
             version: 3,
         };

@@ -26,6 +26,7 @@
 #![warn(missing_docs)]
 
 pub mod ake;
+mod budget;
 pub mod crypto;
 pub mod data;
 pub mod error;
@@ -46,7 +47,7 @@ pub mod wire;
 
 pub use crypto::dsa::{DsaComponents, DsaKeyPair, DsaPublicKey, Fingerprint};
 pub use error::{ReceiveError, SendError};
-pub use event::{Event, Ssid, Timestamp, Transmit};
+pub use event::{Event, Ssid, SsidHalf, Timestamp, Transmit};
 pub use instance::InstanceTag;
 pub use keystore::{ContactId, KdfParams, KeyStore, KeystoreError, SealKey, Seen, Trust};
 pub use policy::Policy;

@@ -6,10 +6,11 @@ use rand_core::CryptoRng;
 use zeroize::Zeroizing;
 
 use crate::ake::{Ake, AkePhase, Established};
+use crate::budget::Budget;
 use crate::crypto::dsa::{DsaKeyPair, DsaPublicKey, Fingerprint};
 use crate::data::{self, DataMessage, FLAG_IGNORE_UNREADABLE, Unreadable};
 use crate::error::{ReceiveError, SendError};
-use crate::event::{Event, Ssid, Timestamp, Transmit};
+use crate::event::{Event, Ssid, SsidHalf, Timestamp, Transmit};
 use crate::fragment::{self, Fragment, Reassembler};
 use crate::instance::InstanceTag;
 use crate::keys::KeyWindow;
@@ -32,8 +33,30 @@ pub const AUTO_AKE_INTERVAL_MS: u64 = 30_000;
 /// peer turns out to have lost its session.
 pub const RECENT_MS: u64 = 60_000;
 /// How long (ms) messages to an instance wait for a key exchange it started (or we started
-/// because it lost its session) before they go out with the keys we have.
-pub const RESYNC_TIMEOUT_MS: u64 = 30_000;
+/// because it lost its session) before they go out with the keys we have. Short, because
+/// what starts the wait (a query, an OTR error, a D-H Commit) is not authenticated: anyone on
+/// the network can send one (see SECURITY.md, "Active attackers").
+pub const RESYNC_TIMEOUT_MS: u64 = 5_000;
+/// Least time (ms) between two such waits for one instance: an attacker repeating the trigger
+/// delays that conversation's messages by at most [`RESYNC_TIMEOUT_MS`] per interval.
+pub const RESYNC_INTERVAL_MS: u64 = 30_000;
+
+/// Most instances without a private or ended conversation (key exchanges in progress,
+/// plaintext clients); beyond it the least recently active of them is forgotten.
+pub const MAX_PENDING_INSTANCES: usize = 16;
+/// Most instances of one remote account in all; a private or ended conversation is never
+/// forgotten to make room (a new client is refused instead).
+pub const MAX_INSTANCES: usize = 64;
+/// Key exchange work unauthenticated input may cause (queries, whitespace tags, AKE messages
+/// from clients that never completed one): a burst of this many messages...
+pub const AKE_BURST: u32 = 16;
+/// ...then one per this many milliseconds (4 per second).
+pub const AKE_REFILL_MS: u64 = 250;
+/// The same for each client that completed a key exchange in this session (its re-keys do
+/// not compete with strangers' floods): a burst of this many...
+pub const KNOWN_AKE_BURST: u32 = 8;
+/// ...then one per this many milliseconds (2 per second).
+pub const KNOWN_AKE_REFILL_MS: u64 = 500;
 /// Most sent texts remembered per private conversation for that purpose.
 const MAX_RECENT: usize = 32;
 
@@ -113,6 +136,12 @@ struct Instance {
     tag: InstanceTag,
     ake: Ake,
     state: MsgState,
+    /// Whether a key exchange with it completed in this session.
+    authenticated: bool,
+    /// Its own budget of key exchange work, once authenticated.
+    budget: Budget,
+    /// When the last wait for new keys began (see [`RESYNC_INTERVAL_MS`]).
+    last_resync: Option<Timestamp>,
     /// When we last exchanged a message with it, as a sequence number (ties in time are
     /// common; the order of events is what matters).
     last_active: u64,
@@ -135,6 +164,15 @@ impl Instance {
             MsgState::Plaintext => 0,
         }
     }
+}
+
+/// A text the user typed, waiting for a private conversation.
+struct Held {
+    /// The instance it must go to (`None`: whichever becomes private first).
+    to: Option<InstanceTag>,
+    /// The key of the private conversation it was typed in, if any: it goes to that key only.
+    for_key: Option<Fingerprint>,
+    text: Zeroizing<String>,
 }
 
 /// Whether we have offered OTR with a whitespace tag and how the peer reacted.
@@ -188,9 +226,10 @@ pub struct Session {
     instances: Vec<Instance>,
     outgoing: VecDeque<Transmit>,
     events: VecDeque<Event>,
-    /// Messages waiting for a private conversation, with the instance they must go to (None:
-    /// whichever becomes private first).
-    held: VecDeque<(Option<InstanceTag>, Zeroizing<String>)>,
+    /// Messages waiting for a private conversation.
+    held: VecDeque<Held>,
+    /// Key exchange work that unauthenticated input may still cause.
+    ake_budget: Budget,
     /// When we last sent an OTR error reply.
     last_error_reply: Option<Timestamp>,
     /// When we last started a key exchange by ourselves because of an OTR error.
@@ -222,6 +261,7 @@ impl Session {
             outgoing: VecDeque::new(),
             events: VecDeque::new(),
             held: VecDeque::new(),
+            ake_budget: Budget::new(AKE_BURST, AKE_REFILL_MS),
             last_error_reply: None,
             last_auto_ake: None,
             offer: Offer::NotSent,
@@ -418,9 +458,11 @@ impl Session {
             let resyncing = self.instances[i].resync_since.is_some();
             match &self.instances[i].state {
                 MsgState::Finished => return Err(SendError::Finished),
-                MsgState::Encrypted(_) if resyncing => {
-                    // Its keys are about to be replaced: send it once, with the new ones.
-                    return self.hold(Some(self.instances[i].tag), text);
+                MsgState::Encrypted(p) if resyncing => {
+                    // Its keys are about to be replaced: send it once, with the new ones (and
+                    // only if they belong to the same long-term key).
+                    let key = p.their_key.fingerprint();
+                    return self.hold(Some(self.instances[i].tag), Some(key), text);
                 }
                 MsgState::Encrypted(_) => {
                     self.touch(i);
@@ -434,7 +476,7 @@ impl Session {
             || self.instances.iter().any(|i| i.ake.phase() != AkePhase::None);
         let require = self.config.policy.contains(Policy::REQUIRE_ENCRYPTION);
         if require || ake_running {
-            let held = self.hold(None, text)?;
+            let held = self.hold(None, None, text)?;
             if require && !ake_running {
                 self.start(now);
             }
@@ -453,11 +495,11 @@ impl Session {
         Ok(Sent::Plaintext)
     }
 
-    fn hold(&mut self, to: Option<InstanceTag>, text: &str) -> Result<Sent, SendError> {
+    fn hold(&mut self, to: Option<InstanceTag>, for_key: Option<Fingerprint>, text: &str) -> Result<Sent, SendError> {
         if self.held.len() >= MAX_HELD {
             return Err(SendError::QueueFull);
         }
-        self.held.push_back((to, Zeroizing::new(text.to_owned())));
+        self.held.push_back(Held { to, for_key, text: Zeroizing::new(text.to_owned()) });
         Ok(Sent::Held)
     }
 
@@ -475,14 +517,28 @@ impl Session {
         }
     }
 
-    /// Sends the held messages meant for instance `i` (or for anyone), once, encrypted.
+    /// Sends the held messages meant for instance `i` (or for anyone), once, encrypted; those
+    /// typed for another long-term key than the one instance `i` is now private with go back
+    /// to the application ([`Event::HeldReturned`]), never to this key.
     fn flush_held(&mut self, i: usize, now: Timestamp) {
         let tag = self.instances[i].tag;
+        let MsgState::Encrypted(p) = &self.instances[i].state else { return };
+        let key = p.their_key.fingerprint();
         let (mine, others): (VecDeque<_>, VecDeque<_>) =
-            core::mem::take(&mut self.held).into_iter().partition(|(to, _)| to.is_none_or(|t| t == tag));
+            core::mem::take(&mut self.held).into_iter().partition(|h| h.to.is_none_or(|t| t == tag));
         self.held = others;
-        for (_, text) in mine {
-            self.send_text(i, now, &text);
+        let mut returned: Vec<(Fingerprint, Vec<String>)> = Vec::new();
+        for held in mine {
+            match held.for_key {
+                Some(intended) if intended != key => match returned.iter_mut().find(|(k, _)| *k == intended) {
+                    Some((_, texts)) => texts.push(held.text.to_string()),
+                    None => returned.push((intended, vec![held.text.to_string()])),
+                },
+                _ => self.send_text(i, now, &held.text),
+            }
+        }
+        for (intended, texts) in returned {
+            self.events.push_back(Event::HeldReturned { intended, texts });
         }
     }
 
@@ -603,7 +659,9 @@ impl Session {
         let i = i.ok_or(SendError::NotPrivate)?;
         self.touch(i);
         if self.instances[i].resync_since.is_some() {
-            self.hold(Some(instance), text)?;
+            let MsgState::Encrypted(p) = &self.instances[i].state else { return Err(SendError::NotPrivate) };
+            let key = p.their_key.fingerprint();
+            self.hold(Some(instance), Some(key), text)?;
         } else {
             self.send_text(i, now, text);
         }
@@ -624,10 +682,7 @@ impl Session {
         match message::classify(msg)? {
             Incoming::Encoded(bytes) => self.on_encoded(now, &bytes, rng),
             Incoming::Fragment(f) => self.on_fragment(now, &f, rng),
-            Incoming::Query(v) => {
-                self.on_offer(now, v, rng);
-                Ok(())
-            }
+            Incoming::Query(v) => self.on_offer(now, v, rng),
             Incoming::Error(text) => {
                 self.events.push_back(Event::ErrorReceived { text });
                 self.on_peer_error(now);
@@ -663,7 +718,13 @@ impl Session {
     fn suspect_lost_session(&mut self, i: usize, now: Timestamp) {
         let inst = &mut self.instances[i];
         let MsgState::Encrypted(p) = &mut inst.state else { return };
-        inst.resync_since.get_or_insert(now);
+        // What triggers this is unauthenticated, so the wait it starts is short and rare: an
+        // attacker repeating the trigger cannot keep the conversation waiting.
+        if inst.resync_since.is_none() && inst.last_resync.is_none_or(|t| t.plus_millis(RESYNC_INTERVAL_MS) <= now)
+        {
+            inst.resync_since = Some(now);
+            inst.last_resync = Some(now);
+        }
         let since = inst.last_data_received;
         let texts: Vec<String> = p
             .recent
@@ -683,6 +744,15 @@ impl Session {
         rng: &mut (impl CryptoRng + ?Sized),
     ) -> Result<(), ReceiveError> {
         let f = Fragment::parse(msg)?;
+        // Dropped on arrival, never buffered: fragments of a version the policy refuses, from
+        // an invalid instance tag, or for another instance.
+        let allowed = if f.version == message::VERSION_3 { Policy::ALLOW_V3 } else { Policy::ALLOW_V2 };
+        if !self.config.policy.contains(allowed) {
+            return Err(ReceiveError::UnsupportedVersion(f.version));
+        }
+        if f.version == message::VERSION_3 && InstanceTag::new(f.sender).is_none() {
+            return Err(WireError::Invalid("sender instance tag below 0x100").into());
+        }
         if f.receiver != 0 && f.receiver != self.config.instance_tag.get() {
             return Err(ReceiveError::OtherInstance);
         }
@@ -697,8 +767,20 @@ impl Session {
 
     /// The peer offered OTR (query or whitespace tag): start the AKE in the highest version
     /// both sides allow.
-    fn on_offer(&mut self, now: Timestamp, v: Versions, rng: &mut (impl CryptoRng + ?Sized)) {
+    ///
+    /// # Errors
+    /// [`ReceiveError::RateLimited`] when offers (which anyone can send) arrive faster than
+    /// the session starts key exchanges for them.
+    fn on_offer(
+        &mut self,
+        now: Timestamp,
+        v: Versions,
+        rng: &mut (impl CryptoRng + ?Sized),
+    ) -> Result<(), ReceiveError> {
         if let Some(version) = v.best_with(Versions::allowed_by(self.config.policy)) {
+            if !self.ake_budget.take(now) {
+                return Err(ReceiveError::RateLimited);
+            }
             self.offer = Offer::Accepted;
             // A query while we think the conversation private: the peer lost its session (or
             // refreshes it). New keys are coming either way. (An offer without the version of
@@ -724,6 +806,7 @@ impl Session {
             };
             self.send_encoded(header, &commit.body);
         }
+        Ok(())
     }
 
     fn on_plain(
@@ -735,7 +818,8 @@ impl Session {
     ) {
         match tag {
             Some(v) if self.config.policy.contains(Policy::WHITESPACE_START_AKE) => {
-                self.on_offer(now, v, rng)
+                // A tag beyond the flood budget starts nothing; its text is still delivered.
+                let _ = self.on_offer(now, v, rng);
             }
             Some(_) => {}
             None if self.offer == Offer::Sent => self.offer = Offer::Rejected,
@@ -783,32 +867,84 @@ impl Session {
             }
             sender
         };
-        let i = self.instance_index(sender, now);
+        let body = &bytes[r.position()..];
+        let Some(i) = self.instances.iter().position(|i| i.tag == sender) else {
+            return self.on_new_instance(now, sender, header.kind, bytes, body, rng);
+        };
         self.touch(i);
         match header.kind {
             kind::DATA => self.on_data(i, now, bytes, rng),
             kind::DH_COMMIT | kind::DH_KEY | kind::REVEAL_SIGNATURE | kind::SIGNATURE => {
-                self.on_ake(i, now, header.kind, &bytes[r.position()..], rng)
+                self.on_ake(i, now, header.kind, body, rng)
             }
             other => Err(ReceiveError::UnknownType(other)),
         }
     }
 
-    fn instance_index(&mut self, tag: InstanceTag, now: Timestamp) -> usize {
-        if let Some(i) = self.instances.iter().position(|i| i.tag == tag) {
-            return i;
+    /// A message from an instance we hold no state for. Only a D-H Commit, or a D-H Key
+    /// answering our own commit, makes a new instance (within the bounds and the flood budget);
+    /// anything else is answered without keeping state.
+    fn on_new_instance(
+        &mut self,
+        now: Timestamp,
+        tag: InstanceTag,
+        msg_kind: u8,
+        bytes: &[u8],
+        body: &[u8],
+        rng: &mut (impl CryptoRng + ?Sized),
+    ) -> Result<(), ReceiveError> {
+        let answers_us = msg_kind == kind::DH_KEY
+            && self.master.phase() == AkePhase::AwaitingDhKey
+            && self.master_version == version_of(tag);
+        match msg_kind {
+            kind::DH_COMMIT => {}
+            kind::DH_KEY if answers_us => {}
+            kind::DATA => {
+                let ignore = DataMessage::peek_flags(bytes).is_some_and(|f| f & FLAG_IGNORE_UNREADABLE != 0);
+                if !ignore {
+                    self.send_error(now, ERR_NOT_PRIVATE);
+                }
+                return if ignore { Ok(()) } else { Err(ReceiveError::NotPrivate) };
+            }
+            // No exchange with it is under way: nothing to continue.
+            kind::DH_KEY | kind::REVEAL_SIGNATURE | kind::SIGNATURE => return Ok(()),
+            other => return Err(ReceiveError::UnknownType(other)),
+        }
+        let i = self.add_instance(tag, now)?;
+        self.touch(i);
+        let result = self.on_ake(i, now, msg_kind, body, rng);
+        if matches!(result, Err(ReceiveError::RateLimited)) {
+            // Over the flood budget: keep nothing of it either.
+            self.instances.remove(i);
+        }
+        result
+    }
+
+    /// Adds an instance for `tag`, first forgetting the least recently active one without a
+    /// private or ended conversation if [`MAX_PENDING_INSTANCES`] are pending. Private and
+    /// ended conversations are never forgotten: past [`MAX_INSTANCES`] of them the new
+    /// instance is refused.
+    fn add_instance(&mut self, tag: InstanceTag, now: Timestamp) -> Result<usize, ReceiveError> {
+        let pending = || self.instances.iter().enumerate().filter(|(_, x)| matches!(x.state, MsgState::Plaintext));
+        if pending().count() >= MAX_PENDING_INSTANCES || self.instances.len() >= MAX_INSTANCES {
+            let oldest = pending().min_by_key(|(_, x)| x.last_active).map(|(i, _)| i);
+            let oldest = oldest.ok_or(ReceiveError::TooManyInstances)?;
+            self.instances.remove(oldest);
         }
         self.instances.push(Instance {
             tag,
             ake: Ake::default(),
             state: MsgState::Plaintext,
+            authenticated: false,
+            budget: Budget::new(KNOWN_AKE_BURST, KNOWN_AKE_REFILL_MS),
+            last_resync: None,
             last_active: 0,
             last_sent: now,
             owes_heartbeat: false,
             resync_since: None,
             last_data_received: now,
         });
-        self.instances.len() - 1
+        Ok(self.instances.len() - 1)
     }
 
     fn on_ake(
@@ -838,7 +974,27 @@ impl Session {
                 inst.ake = copy;
             }
         }
+        // Messages that make us compute (a D-H key pair, a shared secret, a signature) are
+        // paid from a budget: the instance's own once it authenticated, else the one all
+        // unauthenticated input shares. Those the AKE ignores in its state cost nothing.
+        let phase = inst.ake.phase();
+        let costly = match msg_kind {
+            kind::DH_COMMIT => true,
+            kind::DH_KEY => phase == AkePhase::AwaitingDhKey,
+            kind::REVEAL_SIGNATURE => phase == AkePhase::AwaitingRevealSig,
+            _ => phase == AkePhase::AwaitingSig,
+        };
+        let budget = if inst.authenticated { &mut inst.budget } else { &mut self.ake_budget };
+        if costly && !budget.take(now) {
+            return Err(ReceiveError::RateLimited);
+        }
         let step = inst.ake.handle(msg_kind, body, &self.identity, rng)?;
+        if step.established.as_ref().is_some_and(|e| e.their_key.fingerprint() == self.identity.fingerprint()) {
+            // Our own messages reflected back (with rewritten instance tags): never private
+            // with ourselves.
+            inst.ake.reset();
+            return Err(ReceiveError::OwnKey);
+        }
         if msg_kind == kind::DH_COMMIT && matches!(inst.state, MsgState::Encrypted(_)) && step.reply.is_some()
         {
             // The peer asks for new keys while we are private: a refresh, or it lost its session.
@@ -871,12 +1027,22 @@ impl Session {
             self.v3_keys.push(fingerprint);
         }
         let inst = &mut self.instances[i];
-        let refreshed = matches!(inst.state, MsgState::Encrypted(_));
+        let previous = match &inst.state {
+            MsgState::Encrypted(p) => Some(p.their_key.fingerprint()),
+            _ => None,
+        };
+        // A refresh keeps the key; a new key is a new conversation, and the user must know.
+        let refreshed = previous == Some(fingerprint);
+        if let Some(previous) = previous.filter(|p| *p != fingerprint) {
+            self.events.push_back(Event::FingerprintChanged { instance: inst.tag, previous, fingerprint });
+        }
+        inst.authenticated = true;
         let ssid = Ssid(est.ssid);
+        let bold = if est.we_revealed { SsidHalf::First } else { SsidHalf::Second };
         let keys = KeyWindow::after_ake(est.our_dh, est.their_dh, est.their_keyid, rng);
         inst.state = MsgState::Encrypted(Box::new(Private::new(keys, ssid, est.their_key)));
         let version = version_of(inst.tag);
-        self.events.push_back(Event::Secure { instance: inst.tag, fingerprint, ssid, refreshed, version });
+        self.events.push_back(Event::Secure { instance: inst.tag, fingerprint, ssid, bold, refreshed, version });
         self.collect_traces(i);
         self.instances[i].resync_since = None;
         self.flush_held(i, now);

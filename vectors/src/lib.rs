@@ -358,7 +358,7 @@ pub fn send_error_json(e: &SendError) -> Value {
 /// An event as JSON.
 pub fn event_json(e: &Event) -> Value {
     match e {
-        Event::Secure { instance, fingerprint, ssid, refreshed, version } => json!({
+        Event::Secure { instance, fingerprint, ssid, refreshed, version, .. } => json!({
             "type": "secure", "instance": instance.get(), "fingerprint": hex(&fingerprint.0),
             "ssid": hex(&ssid.0), "refreshed": refreshed, "version": version,
         }),
