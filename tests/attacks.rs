@@ -94,7 +94,11 @@ fn held_text_is_not_released_to_another_key(trigger: Trigger) {
     };
     p.a.receive(p.now, &injected, &mut p.rng).unwrap();
     // Alice types while the exchange Mallory triggered runs: the text waits for new keys.
-    assert_eq!(p.send(Side::A, "the meeting is at 9, door code 4711").unwrap(), otr::Sent::Held, "{trigger:?}");
+    assert_eq!(
+        p.send(Side::A, "the meeting is at 9, door code 4711").unwrap(),
+        otr::Sent::Held,
+        "{trigger:?}"
+    );
     drive_with_mallory(&mut p, &mut mallory, &mut mallory_events);
 
     assert!(
@@ -105,10 +109,15 @@ fn held_text_is_not_released_to_another_key(trigger: Trigger) {
         matches!(e, Event::FingerprintChanged { previous, fingerprint, .. }
             if *previous == bob_fp && *fingerprint == mallory_fp)
     });
-    let secure = p.a_events.iter().position(|e| matches!(e, Event::Secure { fingerprint, .. } if *fingerprint == mallory_fp));
+    let secure = p
+        .a_events
+        .iter()
+        .position(|e| matches!(e, Event::Secure { fingerprint, .. } if *fingerprint == mallory_fp));
     assert!(changed.is_some() && changed < secure, "{trigger:?}: {:?}", p.a_events);
     assert!(
-        p.a_events.iter().any(|e| matches!(e, Event::Secure { refreshed: false, fingerprint, .. } if *fingerprint == mallory_fp)),
+        p.a_events.iter().any(
+            |e| matches!(e, Event::Secure { refreshed: false, fingerprint, .. } if *fingerprint == mallory_fp)
+        ),
         "{trigger:?}: a new key is never a refresh"
     );
     assert!(
@@ -149,7 +158,11 @@ fn a_refresh_with_the_same_key_sends_the_held_text() {
     assert_eq!(p.send(Side::A, "still you?").unwrap(), otr::Sent::Held);
     p.drive();
     assert!(p.a_events.iter().any(|e| matches!(e, Event::Secure { refreshed: true, .. })));
-    assert!(!p.a_events.iter().any(|e| matches!(e, Event::FingerprintChanged { .. } | Event::HeldReturned { .. })));
+    assert!(
+        !p.a_events
+            .iter()
+            .any(|e| matches!(e, Event::FingerprintChanged { .. } | Event::HeldReturned { .. }))
+    );
     assert_eq!(p.messages(Side::B).last(), Some(&("still you?".to_string(), true)));
 }
 
@@ -320,7 +333,8 @@ fn a_peer_keyid_of_u32_max_neither_panics_nor_wraps() {
     let mut window = KeyWindow::after_ake(est.our_dh, est.their_dh, est.their_keyid, &mut rng);
     let header = Header::v3(kind::DATA, mallory_tag, Some(alice_tag));
     let data_with_keyid = |window: &mut KeyWindow, keyid: u32, text: &str| {
-        let (mut bytes, _) = otr::data::seal(header, 0, window, &otr::tlv::join_plaintext(text.as_bytes(), &[]));
+        let (mut bytes, _) =
+            otr::data::seal(header, 0, window, &otr::tlv::join_plaintext(text.as_bytes(), &[]));
         bytes[12..16].copy_from_slice(&keyid.to_be_bytes());
         let end = bytes.len() - 24; // MAC (20) and an empty revealed-keys DATA (4) follow
         let mac = otr::crypto::hmac_sha1(&mac_key, &bytes[..end]);

@@ -35,7 +35,9 @@ pub enum ReceiveError {
     UnknownType(u8),
     /// A key exchange authenticated our own long-term key: someone reflected our own messages
     /// back at us. Nothing became private.
-    #[error("key exchange refused: the peer presented our own long-term key (our messages were reflected back)")]
+    #[error(
+        "key exchange refused: the peer presented our own long-term key (our messages were reflected back)"
+    )]
     OwnKey,
     /// Key exchange messages arrived faster than the session handles them (a flood, see
     /// SECURITY.md): this one was dropped without any work or reply. A real peer gets through

@@ -290,7 +290,8 @@ impl KeyWindow {
         next_dh: impl FnOnce() -> Element,
         rng: &mut (impl CryptoRng + ?Sized),
     ) {
-        if let Some(next_keyid) = self.our_keyid.checked_add(1).filter(|_| recipient_keyid == self.our_keyid) {
+        if let Some(next_keyid) = self.our_keyid.checked_add(1).filter(|_| recipient_keyid == self.our_keyid)
+        {
             let a = self.sessions[1][0].take();
             let b = self.sessions[1][1].take();
             self.reveal_used(a);
@@ -303,7 +304,8 @@ impl KeyWindow {
             #[cfg(feature = "trace")]
             self.trace_key(0, self.our_keyid);
         }
-        if let Some(next_keyid) = self.their_keyid.checked_add(1).filter(|_| sender_keyid == self.their_keyid) {
+        if let Some(next_keyid) = self.their_keyid.checked_add(1).filter(|_| sender_keyid == self.their_keyid)
+        {
             let t0 = self.sessions[0][1].take();
             let t1 = self.sessions[1][1].take();
             self.reveal_used(t0);

@@ -495,7 +495,12 @@ impl Session {
         Ok(Sent::Plaintext)
     }
 
-    fn hold(&mut self, to: Option<InstanceTag>, for_key: Option<Fingerprint>, text: &str) -> Result<Sent, SendError> {
+    fn hold(
+        &mut self,
+        to: Option<InstanceTag>,
+        for_key: Option<Fingerprint>,
+        text: &str,
+    ) -> Result<Sent, SendError> {
         if self.held.len() >= MAX_HELD {
             return Err(SendError::QueueFull);
         }
@@ -530,10 +535,12 @@ impl Session {
         let mut returned: Vec<(Fingerprint, Vec<String>)> = Vec::new();
         for held in mine {
             match held.for_key {
-                Some(intended) if intended != key => match returned.iter_mut().find(|(k, _)| *k == intended) {
-                    Some((_, texts)) => texts.push(held.text.to_string()),
-                    None => returned.push((intended, vec![held.text.to_string()])),
-                },
+                Some(intended) if intended != key => {
+                    match returned.iter_mut().find(|(k, _)| *k == intended) {
+                        Some((_, texts)) => texts.push(held.text.to_string()),
+                        None => returned.push((intended, vec![held.text.to_string()])),
+                    }
+                }
                 _ => self.send_text(i, now, &held.text),
             }
         }
@@ -720,7 +727,8 @@ impl Session {
         let MsgState::Encrypted(p) = &mut inst.state else { return };
         // What triggers this is unauthenticated, so the wait it starts is short and rare: an
         // attacker repeating the trigger cannot keep the conversation waiting.
-        if inst.resync_since.is_none() && inst.last_resync.is_none_or(|t| t.plus_millis(RESYNC_INTERVAL_MS) <= now)
+        if inst.resync_since.is_none()
+            && inst.last_resync.is_none_or(|t| t.plus_millis(RESYNC_INTERVAL_MS) <= now)
         {
             inst.resync_since = Some(now);
             inst.last_resync = Some(now);
@@ -925,7 +933,8 @@ impl Session {
     /// ended conversations are never forgotten: past [`MAX_INSTANCES`] of them the new
     /// instance is refused.
     fn add_instance(&mut self, tag: InstanceTag, now: Timestamp) -> Result<usize, ReceiveError> {
-        let pending = || self.instances.iter().enumerate().filter(|(_, x)| matches!(x.state, MsgState::Plaintext));
+        let pending =
+            || self.instances.iter().enumerate().filter(|(_, x)| matches!(x.state, MsgState::Plaintext));
         if pending().count() >= MAX_PENDING_INSTANCES || self.instances.len() >= MAX_INSTANCES {
             let oldest = pending().min_by_key(|(_, x)| x.last_active).map(|(i, _)| i);
             let oldest = oldest.ok_or(ReceiveError::TooManyInstances)?;
@@ -989,7 +998,8 @@ impl Session {
             return Err(ReceiveError::RateLimited);
         }
         let step = inst.ake.handle(msg_kind, body, &self.identity, rng)?;
-        if step.established.as_ref().is_some_and(|e| e.their_key.fingerprint() == self.identity.fingerprint()) {
+        if step.established.as_ref().is_some_and(|e| e.their_key.fingerprint() == self.identity.fingerprint())
+        {
             // Our own messages reflected back (with rewritten instance tags): never private
             // with ourselves.
             inst.ake.reset();
@@ -1042,7 +1052,14 @@ impl Session {
         let keys = KeyWindow::after_ake(est.our_dh, est.their_dh, est.their_keyid, rng);
         inst.state = MsgState::Encrypted(Box::new(Private::new(keys, ssid, est.their_key)));
         let version = version_of(inst.tag);
-        self.events.push_back(Event::Secure { instance: inst.tag, fingerprint, ssid, bold, refreshed, version });
+        self.events.push_back(Event::Secure {
+            instance: inst.tag,
+            fingerprint,
+            ssid,
+            bold,
+            refreshed,
+            version,
+        });
         self.collect_traces(i);
         self.instances[i].resync_since = None;
         self.flush_held(i, now);
