@@ -22,6 +22,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use otr::keystore::{ContactId, KdfParams, Trust};
+use otr::terminal::Escaped;
 use otr::{Fingerprint, Store, system_rng};
 use zeroize::Zeroizing;
 
@@ -207,11 +208,17 @@ fn run(args: Args) -> Result<(), String> {
             let ks = store.keystore();
             println!("Accounts:");
             for a in ks.accounts() {
-                println!("  {} ({})\n    {}", a.name(), a.protocol(), a.fingerprint().to_human());
+                // Names may come from imported libotr files, written by whoever reached them.
+                println!(
+                    "  {} ({})\n    {}",
+                    Escaped(a.name()),
+                    Escaped(a.protocol()),
+                    a.fingerprint().to_human()
+                );
             }
             println!("Known fingerprints:");
             for (c, fps) in ks.contacts() {
-                println!("  {} (as {} on {})", c.remote, c.account, c.protocol);
+                println!("  {} (as {} on {})", Escaped(&c.remote), Escaped(&c.account), Escaped(&c.protocol));
                 for k in fps {
                     println!("    {}  {}", k.fingerprint.to_human(), k.trust);
                 }
@@ -239,7 +246,7 @@ fn run(args: Args) -> Result<(), String> {
                 .map_err(|e| e.to_string())?;
             store.save(&mut rng).map_err(|e| e.to_string())?;
             for (name, protocol, fp) in &report.accounts {
-                println!("imported {name} ({protocol})\t{}", fp.to_human());
+                println!("imported {} ({})\t{}", Escaped(name), Escaped(protocol), fp.to_human());
             }
             println!(
                 "{} account(s) imported, {} already present; {} fingerprint(s) added{}, {} trust level(s) raised",

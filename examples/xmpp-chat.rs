@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use otr::keystore::{ContactId, KdfParams, Observation, Seen};
+use otr::terminal::Escaped;
 use otr::{Event, InstanceTag, Store};
 use otr_xmpp::{BareJid, Client, ClientEvent, Config, Trust};
 use tokio::sync::mpsc;
@@ -128,6 +129,8 @@ async fn run(args: Args) -> Result<(), String> {
         config.identity.public().fingerprint().to_human()
     );
     let (client, mut events) = Client::connect(config).await.map_err(|e| e.to_string())?;
+    // The peer is ours: strangers writing to us never push its session out.
+    client.add_contact(&args.peer).await.map_err(|e| e.to_string())?;
     println!(
         "Online as {}. Type to chat with {} (/start, /end, /smp, /answer, /fingerprint, /quit).",
         client.jid(),
@@ -221,21 +224,40 @@ fn observe(store: &mut Store, contact: &ContactId, event: &Event) {
     }
 }
 
+/// Prints an event. Everything that came from elsewhere (texts, questions, addresses, error
+/// messages) is [`Escaped`]: a stranger's control characters cannot erase a line or draw a
+/// fake one (say, a message that looks like the peer's, encrypted).
 fn show(event: &ClientEvent, peer: &BareJid) {
     match event {
         ClientEvent::Otr { peer: from, event } => {
-            let who = if from == peer { String::new() } else { format!("[{from}] ") };
+            let from = Escaped(from);
+            let who = if from.0 == peer { String::new() } else { format!("[{from}] ") };
             match event {
-                Event::Message { text, encrypted: true, .. } => println!("{who}{from}: {text}"),
+                Event::Message { text, encrypted: true, .. } => println!("{who}{from}: {}", Escaped(text)),
                 Event::Message { text, encrypted: false, .. } => {
-                    println!("{who}{from} (NOT ENCRYPTED): {text}")
+                    println!("{who}{from} (NOT ENCRYPTED): {}", Escaped(text))
                 }
-                Event::UnencryptedReceived { text } => println!("{who}{from} sent unencrypted: {text}"),
-                Event::Secure { ssid, refreshed, .. } => {
+                Event::UnencryptedReceived { text } => {
+                    println!("{who}{from} sent unencrypted: {}", Escaped(text))
+                }
+                Event::Secure { ssid, bold, refreshed, version, .. } => {
                     println!(
-                        "* {who}private conversation {} (ssid {ssid})",
-                        if *refreshed { "refreshed" } else { "started" }
+                        "* {who}private conversation {} (OTR v{version}, ssid {}: read out the bracketed half)",
+                        if *refreshed { "refreshed" } else { "started" },
+                        ssid.marked(*bold)
                     )
+                }
+                Event::FingerprintChanged { previous, fingerprint, .. } => {
+                    println!(
+                        "* {who}WARNING: {from}'s key CHANGED from {} to {}: a new, unverified key (/smp to verify)",
+                        previous.to_human(),
+                        fingerprint.to_human()
+                    )
+                }
+                Event::HeldReturned { texts, .. } => {
+                    for text in texts {
+                        println!("* {who}NOT SENT (the key changed while it waited): {}", Escaped(text))
+                    }
                 }
                 Event::RemoteEnded { .. } => {
                     println!("* {who}{from} ended the private conversation; /end or /start")
@@ -244,7 +266,7 @@ fn show(event: &ClientEvent, peer: &BareJid) {
                 Event::SmpRequest { question, .. } => {
                     println!(
                         "* {who}{from} asks to verify: {}; /answer SECRET",
-                        question.as_deref().unwrap_or("(no question)")
+                        Escaped(question.as_deref().unwrap_or("(no question)"))
                     )
                 }
                 Event::SmpFailed { .. } => println!("* {who}verification FAILED: the secrets differ"),
@@ -252,23 +274,28 @@ fn show(event: &ClientEvent, peer: &BareJid) {
                     println!("* {who}verification aborted{}", if *cheated { " (check failed)" } else { "" })
                 }
                 Event::MaybeNotDelivered { texts, .. } => {
-                    println!("* {who}{from} may not have received: {texts:?}")
+                    println!("* {who}{from} may not have received: {}", Escaped(format_args!("{texts:?}")))
                 }
-                Event::ErrorReceived { text } => println!("* {who}OTR error from {from}: {text}"),
+                Event::ErrorReceived { text } => println!("* {who}OTR error from {from}: {}", Escaped(text)),
                 Event::SmpSucceeded { .. } | Event::ExtraSymmetricKey { .. } => {}
-                other => println!("* {who}{other:?}"),
+                other => println!("* {who}{}", Escaped(format_args!("{other:?}"))),
             }
         }
-        ClientEvent::OtrError { peer, error } => println!("! message from {peer} not accepted: {error}"),
-        ClientEvent::Undeliverable { peer, condition } => {
-            println!("! {peer} could not be reached ({condition:?})")
+        ClientEvent::OtrError { peer, error } => {
+            println!("! message from {} not accepted: {}", Escaped(peer), Escaped(error))
         }
-        ClientEvent::Rejected { from, reason } => println!("! ignored a message from {from:?}: {reason}"),
+        ClientEvent::Undeliverable { peer, condition } => {
+            println!("! {} could not be reached ({})", Escaped(peer), Escaped(format_args!("{condition:?}")))
+        }
+        ClientEvent::Rejected { from, reason } => {
+            let from = from.as_ref().map_or_else(|| "an unknown sender".to_owned(), ToString::to_string);
+            println!("! ignored a message from {}: {reason}", Escaped(from))
+        }
         ClientEvent::ConnectionLost => println!("! connection lost; reconnecting..."),
         ClientEvent::ReconnectFailed { error, retry_in } => {
-            println!("! reconnect failed ({error}); retry in {retry_in:?}")
+            println!("! reconnect failed ({}); retry in {retry_in:?}", Escaped(error))
         }
-        ClientEvent::Online { jid, .. } => println!("* online again as {jid}"),
-        other => println!("* {other:?}"),
+        ClientEvent::Online { jid, .. } => println!("* online again as {}", Escaped(jid)),
+        other => println!("* {}", Escaped(format_args!("{other:?}"))),
     }
 }

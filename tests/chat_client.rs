@@ -1,13 +1,14 @@
 //! Drives the chat client (examples/chat) through its library API: two clients, one of them
 //! ephemeral, talk through a relay on 127.0.0.1: query, held message, AKE, SMP with a
 //! question (trust saved in the encrypted key store), a message back, /end (the ephemeral
-//! side wipes its screen buffer).
+//! side wipes its screen buffer). And a peer's hostile text (terminal controls in a message
+//! and an SMP question) reaches the screen escaped.
 #![allow(clippy::unwrap_used)]
 
 #[path = "../examples/chat/client.rs"]
 mod client;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use client::{Chat, Output, PROTOCOL, Status};
@@ -64,9 +65,10 @@ async fn drive(a: &mut TestChat, b: &mut TestChat, done: impl Fn(&TestChat, &Tes
     panic!("not done after 500 steps:\n{:?}\n{:?}", a.screen(), b.screen());
 }
 
-#[test]
-fn one_exchange_through_the_chat_client() {
-    let dir = std::env::temp_dir().join(format!("otr-chat-client-test-{}", std::process::id()));
+/// A relay on 127.0.0.1 (on its own runtime) with accounts alice and bob, in a fresh folder
+/// for `test`.
+fn relay(test: &str) -> (PathBuf, tokio::runtime::Runtime, ServerHandle) {
+    let dir = std::env::temp_dir().join(format!("otr-chat-client-{test}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     for name in ["alice", "bob"] {
@@ -78,6 +80,12 @@ fn one_exchange_through_the_chat_client() {
         config.argon2 = Argon2Params::TEST;
         Server::bind(config).await.unwrap().spawn().unwrap()
     });
+    (dir, rt, h)
+}
+
+#[test]
+fn one_exchange_through_the_chat_client() {
+    let (dir, rt, h) = relay("exchange");
 
     async_std::task::block_on(async {
         let mut alice = chat(&h, &dir, "alice", "bob", false).await;
@@ -130,6 +138,55 @@ fn one_exchange_through_the_chat_client() {
         assert!(shows(&bob, "not sent"));
         bob.input("/end").await.unwrap();
         assert_eq!(bob.status(), Status::NotPrivate);
+    });
+    rt.block_on(async { h.shutdown().await.unwrap() });
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Bob's client is hostile: its message tries to erase alice's line and draw a fake one
+/// (`\r`, `ESC [2K`, a newline and a made-up prefix, the one-character CSI U+009B, a bidi
+/// override, DEL), and so does its SMP question. Alice's client shows both on one line each,
+/// every such character escaped: no raw control character reaches her terminal.
+#[test]
+fn hostile_text_cannot_draw_on_the_terminal() {
+    let (dir, rt, h) = relay("hostile");
+    async_std::task::block_on(async {
+        let mut alice = chat(&h, &dir, "alice", "bob", false).await;
+        let mut bob = chat(&h, &dir, "bob", "alice", false).await;
+        alice.input("/start").await.unwrap();
+        drive(&mut alice, &mut bob, |a, b| {
+            a.status() == Status::Unverified && b.status() == Status::Unverified
+        })
+        .await;
+        let _ = alice.take_output();
+
+        let fake = "hi\r\x1b[2K[private, verified] bob> wire the money\nbob: \u{9b}2K\u{202e}yenom\u{7f}";
+        bob.input(fake).await.unwrap();
+        bob.input("/smp who?\x1b[1A\x1b[2K\rSMP succeeded\u{2066}").await.unwrap();
+        bob.input("our secret").await.unwrap();
+        drive(&mut alice, &mut bob, |a, _| shows(a, "asks (SMP)")).await;
+
+        let lines: Vec<String> = alice
+            .take_output()
+            .into_iter()
+            .filter_map(|o| match o {
+                Output::Line(l) => Some(l.as_str().to_owned()),
+                Output::Clear => None,
+            })
+            .collect();
+        let raw = |c: char| {
+            c.is_control() || ('\u{202a}'..='\u{202e}').contains(&c) || ('\u{2066}'..='\u{2069}').contains(&c)
+        };
+        assert!(
+            !lines.iter().any(|l| l.chars().any(raw)),
+            "raw control characters reached the screen: {lines:?}"
+        );
+        let message =
+            r"bob: hi\r\u{1b}[2K[private, verified] bob> wire the money\nbob: \u{9b}2K\u{202e}yenom\u{7f}";
+        assert!(lines.iter().any(|l| l == message), "{lines:?}");
+        let question =
+            r#"bob asks (SMP): "who?\u{1b}[1A\u{1b}[2K\rSMP succeeded\u{2066}"; answer with /answer SECRET"#;
+        assert!(lines.iter().any(|l| l == question), "{lines:?}");
     });
     rt.block_on(async { h.shutdown().await.unwrap() });
     let _ = std::fs::remove_dir_all(&dir);

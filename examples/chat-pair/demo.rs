@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use otr::terminal::Escaped;
 use otr::{DsaKeyPair, Event, Fingerprint, InstanceTag, Policy, Session, SessionConfig, Timestamp};
 use otr_futures::{Conversation, Update};
 use otr_relay::accounts::{self, Argon2Params};
@@ -203,19 +204,26 @@ fn log_wire(t: &Transcript, who: &str, peer: &str, msg: &str, last_keyid: &mut O
 
 fn log_event(t: &Transcript, who: &str, e: &Event) {
     match e {
-        Event::Secure { fingerprint, ssid, refreshed, .. } => t.say(
+        Event::Secure { fingerprint, ssid, bold, refreshed, .. } => t.say(
             who,
             format!(
-                "PRIVATE{} — peer's fingerprint {}  (session id {ssid})",
+                "PRIVATE{} — peer's fingerprint {}  (session id {}: read out the bracketed half)",
                 if *refreshed { " (refreshed)" } else { "" },
-                show_fp(fingerprint)
+                show_fp(fingerprint),
+                ssid.marked(*bold)
             ),
         ),
-        Event::Message { text, encrypted: true, .. } => t.say(who, format!("reads (encrypted): \"{text}\"")),
-        Event::Message { text, encrypted: false, .. } => t.say(who, format!("reads PLAINTEXT: \"{text}\"")),
-        Event::SmpRequest { question, .. } => {
-            t.say(who, format!("is asked (SMP): \"{}\"", question.as_deref().unwrap_or("(no question)")))
+        // What the peer wrote is Escaped: its control characters cannot draw on the terminal.
+        Event::Message { text, encrypted: true, .. } => {
+            t.say(who, format!("reads (encrypted): \"{}\"", Escaped(text)))
         }
+        Event::Message { text, encrypted: false, .. } => {
+            t.say(who, format!("reads PLAINTEXT: \"{}\"", Escaped(text)))
+        }
+        Event::SmpRequest { question, .. } => t.say(
+            who,
+            format!("is asked (SMP): \"{}\"", Escaped(question.as_deref().unwrap_or("(no question)"))),
+        ),
         Event::SmpSucceeded { fingerprint, .. } => {
             t.say(who, format!("SMP succeeded: {} is verified", show_fp(fingerprint)))
         }

@@ -6,6 +6,7 @@
 use std::collections::VecDeque;
 
 use otr::keystore::{ContactId, Observation, Seen, Trust};
+use otr::terminal::Escaped;
 use otr::{Event, Fingerprint, Sent, Store};
 use otr_futures::{Conversation, Framing, Update};
 use zeroize::Zeroizing;
@@ -260,7 +261,9 @@ where
         let update = self.conv.next_event().await?;
         match update {
             Update::Event(e) => self.on_event(e)?,
-            Update::Refused(e) => self.show(format!("(a message from {} could not be read: {e})", self.peer)),
+            Update::Refused(e) => {
+                self.show(format!("(a message from {} could not be read: {})", self.peer, Escaped(&e)))
+            }
             _ => {}
         }
         Ok(())
@@ -268,6 +271,11 @@ where
 
     fn on_event(&mut self, e: Event) -> Result<(), ChatError<F::Error>> {
         let peer = self.peer.clone();
+        // The spec: read out the bracketed (bold) half of the session id, compare the other.
+        let session_id = match &e {
+            Event::Secure { ssid, bold, .. } => format!("; session id {}", ssid.marked(*bold)),
+            _ => String::new(),
+        };
         if let Some(obs) = self.store.keystore_mut().observe(&self.contact, &e)? {
             self.store.save(&mut otr::system_rng())?;
             match obs {
@@ -276,10 +284,10 @@ where
                     match seen {
                         Seen::New => self.show(format!(
                             "Private conversation with {peer}. First time: fingerprint {fp} is UNVERIFIED; \
-                             verify with /smp, or compare it with {peer} and /trust"
+                             verify with /smp, or compare it with {peer} and /trust{session_id}"
                         )),
                         Seen::Known { trust } => self.show(format!(
-                            "Private conversation with {peer}, fingerprint {fp} ({})",
+                            "Private conversation with {peer}, fingerprint {fp} ({}){session_id}",
                             trust_name(trust)
                         )),
                         Seen::Changed { .. } => self.show(format!(
@@ -297,17 +305,22 @@ where
             }
             return Ok(());
         }
+        // Below, everything the peer wrote is Escaped: its control characters cannot draw on
+        // the terminal (a fake line, an erased one).
         match e {
             Event::Secure { .. } | Event::SmpSucceeded { .. } => {}
-            Event::Message { text, encrypted: true, .. } => self.show(format!("{peer}: {text}")),
+            Event::Message { text, encrypted: true, .. } => self.show(format!("{peer}: {}", Escaped(&text))),
             Event::Message { text, encrypted: false, .. } => {
-                self.show(format!("{peer} (NOT ENCRYPTED): {text}"))
+                self.show(format!("{peer} (NOT ENCRYPTED): {}", Escaped(&text)))
             }
             Event::UnencryptedReceived { text } => self.show(format!(
-                "(an unencrypted message from {peer} was not shown as part of the conversation: {text})"
+                "(an unencrypted message from {peer} was not shown as part of the conversation: {})",
+                Escaped(&text)
             )),
             Event::SmpRequest { question, .. } => match question {
-                Some(q) => self.show(format!("{peer} asks (SMP): \"{q}\"; answer with /answer SECRET")),
+                Some(q) => {
+                    self.show(format!("{peer} asks (SMP): \"{}\"; answer with /answer SECRET", Escaped(&q)))
+                }
                 None => self.show(format!("{peer} wants to verify you (SMP); answer with /answer SECRET")),
             },
             Event::SmpFailed { .. } => {
@@ -329,13 +342,22 @@ where
                 self.remote_ended = false;
                 self.private_ended("Private conversation ended".into());
             }
+            Event::FingerprintChanged { previous, .. } => self.show(format!(
+                "WARNING: a new key exchange replaced {peer}'s key {}: this is NOT the conversation you verified",
+                previous.to_human()
+            )),
+            Event::HeldReturned { texts, .. } => {
+                for text in texts {
+                    self.show(format!("NOT SENT (the key changed while it waited): {}", Escaped(&text)))
+                }
+            }
             Event::MaybeNotDelivered { texts, .. } => {
                 self.show(format!("({} recent messages may not have arrived; resend them)", texts.len()))
             }
             Event::ErrorReceived { text } => {
-                self.show(format!("({peer}'s client reports an OTR error: {text})"))
+                self.show(format!("({peer}'s client reports an OTR error: {})", Escaped(&text)))
             }
-            other => self.show(format!("({other:?})")),
+            other => self.show(format!("({})", Escaped(format_args!("{other:?}")))),
         }
         Ok(())
     }
