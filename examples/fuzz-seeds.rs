@@ -1,5 +1,6 @@
 //! Writes seed corpora for the cargo-fuzz targets from the test vectors (`vectors/*.json`):
-//! every transport message for `wire`, and for `keystore` and `libotr_files` the vectors'
+//! every transport message for `wire` and `session` (and each data message again with both
+//! keyids at 0xFFFFFFFF), and for `keystore` and `libotr_files` the vectors'
 //! identities as a sealed key store (with the cheapest Argon2 parameters, so the fuzz target's
 //! open path runs) and as libotr `otr.private_key` / `otr.fingerprints` files. The corpora are
 //! not committed: `.ci/fuzz` runs this first.
@@ -9,6 +10,9 @@
 //! ```
 
 use std::path::Path;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
 
 use otr::keystore::{KdfParams, KeyStore, SealKey};
 use otr::libotr_files::{LibotrFingerprint, write_fingerprints, write_private_keys};
@@ -30,6 +34,22 @@ fn seed(dir: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::write(dir.join(format!("{name:016x}")), bytes)
 }
 
+/// A data message with both keyids set to 0xFFFFFFFF, the largest a peer can name (issue 16:
+/// keyids must never wrap). The MAC no longer matches: the seed leads the fuzzer to the keyid
+/// checks, which come before it. `None` for anything but a whole data message.
+fn with_max_keyids(message: &str) -> Option<String> {
+    let body = message.strip_prefix("?OTR:")?.strip_suffix('.')?;
+    let mut bytes = STANDARD.decode(body).ok()?;
+    // Version (2 bytes), type 0x03, in v3 two instance tags, then flags: the keyids follow.
+    let at = match bytes.get(..3)? {
+        [0, 3, 3] => 12,
+        [0, 2, 3] => 4,
+        _ => return None,
+    };
+    bytes.get_mut(at..at + 8)?.fill(0xff);
+    Some(format!("?OTR:{}.", STANDARD.encode(bytes)))
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let corpus = root.join("fuzz/corpus");
@@ -42,7 +62,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let v: Value = serde_json::from_str(&std::fs::read_to_string(path)?)?;
         for step in v["steps"].as_array().into_iter().flatten() {
             for t in step["transmit"].as_array().into_iter().flatten() {
-                seed(&corpus.join("wire"), t.as_str().unwrap_or_default().as_bytes())?;
+                let message = t.as_str().unwrap_or_default();
+                for target in ["wire", "session"] {
+                    seed(&corpus.join(target), message.as_bytes())?;
+                    if let Some(patched) = with_max_keyids(message) {
+                        seed(&corpus.join(target), patched.as_bytes())?;
+                    }
+                }
             }
         }
         for (name, party) in v["parties"].as_object().into_iter().flatten() {
