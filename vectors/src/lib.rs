@@ -5,9 +5,10 @@
 //! `tests/replay.rs` (which replay). Recording and replaying run the very same [`perform`],
 //! so a replay compares like with like, field by field.
 //!
-//! This is its own package because it needs otr-core's `trace` feature (which records
-//! secrets): the root package's examples, which handle real conversations, must be built
-//! without it.
+//! This is a workspace of its own (`cargo test --manifest-path vectors/Cargo.toml`) because it
+//! needs otr-core's `trace` feature (which records secrets): as a member of the main
+//! workspace, Cargo's feature unification would turn `trace` on in every binary and example
+//! built with `--workspace`, and those handle real conversations (`.ci/check-no-trace`).
 
 use std::convert::Infallible;
 
