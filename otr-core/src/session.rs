@@ -164,6 +164,14 @@ impl Instance {
             MsgState::Plaintext => 0,
         }
     }
+
+    /// The long-term key of its private conversation, if it is private.
+    fn their_fingerprint(&self) -> Option<Fingerprint> {
+        match &self.state {
+            MsgState::Encrypted(p) => Some(p.their_key.fingerprint()),
+            _ => None,
+        }
+    }
 }
 
 /// A text the user typed, waiting for a private conversation.
@@ -458,11 +466,11 @@ impl Session {
             let resyncing = self.instances[i].resync_since.is_some();
             match &self.instances[i].state {
                 MsgState::Finished => return Err(SendError::Finished),
-                MsgState::Encrypted(p) if resyncing => {
+                MsgState::Encrypted(_) if resyncing => {
                     // Its keys are about to be replaced: send it once, with the new ones (and
                     // only if they belong to the same long-term key).
-                    let key = p.their_key.fingerprint();
-                    return self.hold(Some(self.instances[i].tag), Some(key), text);
+                    let inst = &self.instances[i];
+                    return self.hold(Some(inst.tag), inst.their_fingerprint(), text);
                 }
                 MsgState::Encrypted(_) => {
                     self.touch(i);
@@ -527,8 +535,7 @@ impl Session {
     /// to the application ([`Event::HeldReturned`]), never to this key.
     fn flush_held(&mut self, i: usize, now: Timestamp) {
         let tag = self.instances[i].tag;
-        let MsgState::Encrypted(p) = &self.instances[i].state else { return };
-        let key = p.their_key.fingerprint();
+        let Some(key) = self.instances[i].their_fingerprint() else { return };
         let (mine, others): (VecDeque<_>, VecDeque<_>) =
             core::mem::take(&mut self.held).into_iter().partition(|h| h.to.is_none_or(|t| t == tag));
         self.held = others;
@@ -666,9 +673,8 @@ impl Session {
         let i = i.ok_or(SendError::NotPrivate)?;
         self.touch(i);
         if self.instances[i].resync_since.is_some() {
-            let MsgState::Encrypted(p) = &self.instances[i].state else { return Err(SendError::NotPrivate) };
-            let key = p.their_key.fingerprint();
-            self.hold(Some(instance), Some(key), text)?;
+            let key = self.instances[i].their_fingerprint();
+            self.hold(Some(instance), key, text)?;
         } else {
             self.send_text(i, now, text);
         }
@@ -754,10 +760,7 @@ impl Session {
         let f = Fragment::parse(msg)?;
         // Dropped on arrival, never buffered: fragments of a version the policy refuses, from
         // an invalid instance tag, or for another instance.
-        let allowed = if f.version == message::VERSION_3 { Policy::ALLOW_V3 } else { Policy::ALLOW_V2 };
-        if !self.config.policy.contains(allowed) {
-            return Err(ReceiveError::UnsupportedVersion(f.version));
-        }
+        self.check_version(f.version)?;
         if f.version == message::VERSION_3 && InstanceTag::new(f.sender).is_none() {
             return Err(WireError::Invalid("sender instance tag below 0x100").into());
         }
@@ -851,14 +854,7 @@ impl Session {
         rng: &mut (impl CryptoRng + ?Sized),
     ) -> Result<(), ReceiveError> {
         let version = Reader::new(bytes).u16()?;
-        let allowed = match version {
-            message::VERSION_2 => Policy::ALLOW_V2,
-            message::VERSION_3 => Policy::ALLOW_V3,
-            _ => return Err(ReceiveError::UnsupportedVersion(version)),
-        };
-        if !self.config.policy.contains(allowed) {
-            return Err(ReceiveError::UnsupportedVersion(version));
-        }
+        self.check_version(version)?;
         let mut r = Reader::new(bytes);
         let header = Header::read(&mut r)?;
         let sender = if version == message::VERSION_2 {
@@ -889,6 +885,20 @@ impl Session {
         }
     }
 
+    /// Whether we speak protocol `version` under our policy.
+    fn check_version(&self, version: u16) -> Result<(), ReceiveError> {
+        let allowed = match version {
+            message::VERSION_2 => Policy::ALLOW_V2,
+            message::VERSION_3 => Policy::ALLOW_V3,
+            _ => return Err(ReceiveError::UnsupportedVersion(version)),
+        };
+        if self.config.policy.contains(allowed) {
+            Ok(())
+        } else {
+            Err(ReceiveError::UnsupportedVersion(version))
+        }
+    }
+
     /// A message from an instance we hold no state for. Only a D-H Commit, or a D-H Key
     /// answering our own commit, makes a new instance (within the bounds and the flood budget);
     /// anything else is answered without keeping state.
@@ -907,13 +917,7 @@ impl Session {
         match msg_kind {
             kind::DH_COMMIT => {}
             kind::DH_KEY if answers_us => {}
-            kind::DATA => {
-                let ignore = DataMessage::peek_flags(bytes).is_some_and(|f| f & FLAG_IGNORE_UNREADABLE != 0);
-                if !ignore {
-                    self.send_error(now, ERR_NOT_PRIVATE);
-                }
-                return if ignore { Ok(()) } else { Err(ReceiveError::NotPrivate) };
-            }
+            kind::DATA => return self.refuse_data(now, bytes),
             // No exchange with it is under way: nothing to continue.
             kind::DH_KEY | kind::REVEAL_SIGNATURE | kind::SIGNATURE => return Ok(()),
             other => return Err(ReceiveError::UnknownType(other)),
@@ -1037,10 +1041,7 @@ impl Session {
             self.v3_keys.push(fingerprint);
         }
         let inst = &mut self.instances[i];
-        let previous = match &inst.state {
-            MsgState::Encrypted(p) => Some(p.their_key.fingerprint()),
-            _ => None,
-        };
+        let previous = inst.their_fingerprint();
         // A refresh keeps the key; a new key is a new conversation, and the user must know.
         let refreshed = previous == Some(fingerprint);
         if let Some(previous) = previous.filter(|p| *p != fingerprint) {
@@ -1072,15 +1073,11 @@ impl Session {
         bytes: &[u8],
         rng: &mut (impl CryptoRng + ?Sized),
     ) -> Result<(), ReceiveError> {
-        let ignore = DataMessage::peek_flags(bytes).is_some_and(|f| f & FLAG_IGNORE_UNREADABLE != 0);
+        let ignore = is_ignorable(bytes);
         let inst = &mut self.instances[i];
         let tag = inst.tag;
         let MsgState::Encrypted(private) = &mut inst.state else {
-            if ignore {
-                return Ok(());
-            }
-            self.send_error(now, ERR_NOT_PRIVATE);
-            return Err(ReceiveError::NotPrivate);
+            return self.refuse_data(now, bytes);
         };
         let opened = DataMessage::read(bytes)
             .map_err(ReceiveError::from)
@@ -1135,6 +1132,16 @@ impl Session {
         }
         self.handle_timeout(now);
         Ok(())
+    }
+
+    /// A data message outside a private conversation: the peer is told (OTR error reply),
+    /// unless the message is flagged IGNORE_UNREADABLE.
+    fn refuse_data(&mut self, now: Timestamp, bytes: &[u8]) -> Result<(), ReceiveError> {
+        if is_ignorable(bytes) {
+            return Ok(());
+        }
+        self.send_error(now, ERR_NOT_PRIVATE);
+        Err(ReceiveError::NotPrivate)
     }
 
     fn on_smp(&mut self, i: usize, now: Timestamp, t: &Tlv, rng: &mut (impl CryptoRng + ?Sized)) {
@@ -1254,6 +1261,11 @@ impl Session {
     fn best(&self) -> Option<&Instance> {
         self.best_index().map(|i| &self.instances[i])
     }
+}
+
+/// Whether data message `bytes` is flagged IGNORE_UNREADABLE (no error reply if unreadable).
+fn is_ignorable(bytes: &[u8]) -> bool {
+    DataMessage::peek_flags(bytes).is_some_and(|f| f & FLAG_IGNORE_UNREADABLE != 0)
 }
 
 /// The protocol version spoken with remote instance `tag`.
