@@ -14,8 +14,8 @@ use std::path::Path;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 
+use otr::keystore::libotr::{LibotrFingerprint, write_fingerprints, write_private_keys};
 use otr::keystore::{KdfParams, KeyStore, SealKey};
-use otr::libotr_files::{LibotrFingerprint, write_fingerprints, write_private_keys};
 use otr::{DsaComponents, DsaKeyPair, Trust};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;

@@ -234,9 +234,10 @@ fn run(args: Args) -> Result<(), String> {
             let fp_path = file.with_file_name("otr.fingerprints");
             let fps = if fp_path.is_file() { Some(read(&fp_path)?) } else { None };
             // Parse before asking for the passphrase or creating anything.
-            otr::libotr_files::parse_private_keys(&keys).map_err(|e| format!("{}: {e}", file.display()))?;
+            otr::keystore::libotr::parse_private_keys(&keys)
+                .map_err(|e| format!("{}: {e}", file.display()))?;
             if let Some(f) = &fps {
-                otr::libotr_files::parse_fingerprints(f)
+                otr::keystore::libotr::parse_fingerprints(f)
                     .map_err(|e| format!("{}: {e}", fp_path.display()))?;
             }
             let mut store = open(&args, &path, true)?;

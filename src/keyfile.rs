@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 use std::io;
 use std::path::Path;
 
-use otr_core::crypto::CryptoError;
+use otr_core::CryptoError;
 use otr_core::{DsaComponents, DsaKeyPair};
 use zeroize::Zeroizing;
 

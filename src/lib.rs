@@ -8,6 +8,9 @@
 #![warn(missing_docs)]
 
 pub use otr_core::*;
+/// Identity and trust: the encrypted key store and libotr's files (the `otr-keystore` crate).
+pub use otr_keystore as keystore;
+pub use otr_keystore::{ContactId, KdfParams, KeyStore, KeystoreError, SealKey, Seen, Trust};
 
 pub mod keyfile;
 pub mod store;

@@ -1,5 +1,5 @@
 //! The encrypted key store on disk: one file, sealed with a passphrase (see
-//! [`otr_core::keystore`] for the format), written atomically.
+//! [`otr_keystore`] for the format), written atomically.
 //!
 //! Saving writes a temporary file in the same directory (mode 0600), flushes it to disk,
 //! renames it over the store and flushes the directory: a crash at any point leaves either the
@@ -12,7 +12,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read as _, Write as _};
 use std::path::{Path, PathBuf};
 
-use otr_core::keystore::{KdfParams, KeyStore, KeystoreError, SealKey};
+use otr_keystore::{KdfParams, KeyStore, KeystoreError, SealKey};
 use rand_core::CryptoRng;
 
 /// Largest store file read (64 MiB); a real one is a few KiB.

@@ -147,47 +147,28 @@ fn abbreviate(msg: &str) -> String {
     format!("{head}…{tail} ({} chars)", msg.len())
 }
 
-/// What kind of OTR message `msg` is, read with otr-core's public decoders; for data
+/// What kind of OTR message `msg` is, read from its outside with [`otr::inspect`]; for data
 /// messages the key ids in the header (they show the keys rotating).
 fn describe(msg: &str) -> (String, Option<(u32, u32)>) {
-    use otr::message::{Header, Incoming, classify, kind};
-    match classify(msg) {
-        Ok(Incoming::Query(_)) => ("query: let's talk OTR v3".into(), None),
-        Ok(Incoming::Encoded(bytes)) => {
-            let mut r = otr::wire::Reader::new(&bytes);
-            let Ok(h) = Header::read(&mut r) else { return ("malformed".into(), None) };
-            let name = match h.kind {
-                kind::DH_COMMIT => "AKE 1/4 D-H Commit",
-                kind::DH_KEY => "AKE 2/4 D-H Key",
-                kind::REVEAL_SIGNATURE => "AKE 3/4 Reveal Signature",
-                kind::SIGNATURE => "AKE 4/4 Signature",
-                kind::DATA => {
-                    return match otr::data::DataMessage::read(&bytes) {
-                        Ok(d) => (
-                            format!(
-                                "data, sender key #{} recipient key #{}{}",
-                                d.sender_keyid,
-                                d.recipient_keyid,
-                                if d.flags & otr::data::FLAG_IGNORE_UNREADABLE != 0 {
-                                    ", control"
-                                } else {
-                                    ""
-                                }
-                            ),
-                            Some((d.sender_keyid, d.recipient_keyid)),
-                        ),
-                        Err(_) => ("malformed data".into(), None),
-                    };
-                }
-                _ => "unknown type",
-            };
-            (name.into(), None)
+    use otr::MessageKind as K;
+    let name = match otr::inspect(msg) {
+        K::Query => "query: let's talk OTR v3",
+        K::DhCommit => "AKE 1/4 D-H Commit",
+        K::DhKey => "AKE 2/4 D-H Key",
+        K::RevealSignature => "AKE 3/4 Reveal Signature",
+        K::Signature => "AKE 4/4 Signature",
+        K::Data { sender_keyid, recipient_keyid, ignore_unreadable } => {
+            let control = if ignore_unreadable { ", control" } else { "" };
+            let name = format!("data, sender key #{sender_keyid} recipient key #{recipient_keyid}{control}");
+            return (name, Some((sender_keyid, recipient_keyid)));
         }
-        Ok(Incoming::Fragment(_)) => ("fragment".into(), None),
-        Ok(Incoming::Error(_)) => ("OTR error".into(), None),
-        Ok(Incoming::Plain { .. }) => ("PLAINTEXT".into(), None),
-        Err(_) => ("undecodable".into(), None),
-    }
+        K::Fragment => "fragment",
+        K::Error => "OTR error",
+        K::Plaintext { .. } => "PLAINTEXT",
+        K::Malformed => "undecodable",
+        _ => "unknown type",
+    };
+    (name.into(), None)
 }
 
 /// Logs a transport message going out, and a key rotation when its key id changed.

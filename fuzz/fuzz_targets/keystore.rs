@@ -5,7 +5,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use otr_core::keystore::{Header, KeyStore};
+use otr_keystore::store::{Header, KeyStore};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(h) = Header::read(data) {

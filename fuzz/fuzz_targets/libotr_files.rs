@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use otr_core::libotr_files::{
+use otr_keystore::libotr::{
     parse_fingerprints, parse_private_keys, write_fingerprints, write_private_keys,
 };
 

@@ -217,7 +217,7 @@ impl Ake {
 
     /// Makes our X announce `keyid` instead of [`AKE_KEYID`]. Only for tests and fuzz seeds
     /// that play a peer with an unusual keyid: a session always announces 1, as libotr does.
-    #[doc(hidden)]
+    #[cfg(feature = "internals")]
     pub fn announce_keyid(&mut self, keyid: u32) {
         self.keyid = Some(keyid);
     }

@@ -38,6 +38,7 @@ pub type Opened = (Zeroizing<Vec<u8>>, Zeroizing<[u8; 32]>);
 #[derive(Debug)]
 pub struct DataMessage<'a> {
     /// The header it came with.
+    #[allow(dead_code, reason = "read by tests and tools; the session checks the header before")]
     pub header: Header,
     /// Message flags.
     pub flags: u8,
@@ -56,6 +57,7 @@ pub struct DataMessage<'a> {
     /// The MAC over everything from the header to the encrypted data.
     pub mac: [u8; 20],
     /// Old MAC keys the sender reveals (not authenticated, by design).
+    #[allow(dead_code, reason = "nothing to do with them but let them be seen: tests read them")]
     pub revealed: &'a [u8],
     authenticated: &'a [u8],
 }

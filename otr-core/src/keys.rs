@@ -48,6 +48,7 @@ pub struct SessionKeys {
 impl SessionKeys {
     /// Derives the keys of a pair: SHA-1(b ‖ MPI(s)) with b = 1 for the side whose public
     /// value is larger, 2 for the other; the extra key is SHA-256(0xff ‖ MPI(s)).
+    #[cfg(any(test, feature = "internals"))]
     pub fn derive(ours: &DhKeyPair, theirs: &Element) -> Self {
         Self::from_shared(ours.public(), theirs, &ours.shared_secret(theirs))
     }

@@ -4,11 +4,51 @@
 //! messages, user actions, the current time and a cryptographic RNG in, and pulls transport
 //! messages and events out. See [`Session`] for the loop.
 //!
-//! Module map: [`wire`] (the OTR data types), [`message`] (envelopes, queries, tags,
-//! headers), [`crypto`] (DH group, DSA identities, symmetric primitives), [`ake`] (the key
-//! exchange), [`keys`] (the DH key window), [`data`] (data messages), [`tlv`], [`policy`],
-//! [`instance`], [`session`], [`event`], [`error`]; identity and trust: [`keystore`] (the
-//! encrypted key store) and [`libotr_files`] (libotr's `otr.private_key` and `otr.fingerprints`).
+//! The public API is what an application needs, flat at the crate root: [`Session`] and its
+//! [`SessionConfig`], the [`Event`]s and [`Transmit`]s it produces, the long-term identity
+//! ([`DsaKeyPair`], [`Fingerprint`]), [`Policy`], [`InstanceTag`], the errors, and
+//! [`inspect`] to tell what kind of OTR message a transport string is. Keeping keys and trust
+//! on disk is the `otr-keystore` crate's business; driving many sessions over a transport is
+//! the driver's and the adapters'.
+//!
+//! # A conversation
+//! ```
+//! use otr_core::{DsaKeyPair, Event, InstanceTag, Policy, Session, SessionConfig, Timestamp};
+//! # use rand_core::SeedableRng;
+//! # let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(7);
+//! let now = Timestamp(0);
+//! let config = |name: &str, rng: &mut _| {
+//!     SessionConfig::new(name, Policy::OPPORTUNISTIC, InstanceTag::random(rng))
+//! };
+//! let mut alice = Session::new(config("alice", &mut rng), DsaKeyPair::generate(&mut rng));
+//! let mut bob = Session::new(config("bob", &mut rng), DsaKeyPair::generate(&mut rng));
+//! alice.start(now);
+//! // The transport: carry every transmit to the other side until both are quiet.
+//! loop {
+//!     let mut moved = false;
+//!     while let Some(t) = alice.poll_transmit() {
+//!         bob.receive(now, &t.message, &mut rng).ok();
+//!         moved = true;
+//!     }
+//!     while let Some(t) = bob.poll_transmit() {
+//!         alice.receive(now, &t.message, &mut rng).ok();
+//!         moved = true;
+//!     }
+//!     if !moved { break; }
+//! }
+//! assert!(std::iter::from_fn(|| bob.poll_event()).any(|e| matches!(e, Event::Secure { .. })));
+//! alice.send(now, "hello")?;
+//! # while let Some(t) = alice.poll_transmit() { bob.receive(now, &t.message, &mut rng).ok(); }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//! A real application also calls [`Session::handle_timeout`] when [`Session::poll_timeout`]
+//! says (heartbeats, fragment expiry, resynchronisation); the driver and adapters do it.
+//!
+//! # Internals
+//! The modules behind the public API (wire format, AKE, key window, data messages, SMP,
+//! fragments, TLVs) are private. The hidden feature `internals` makes them public for this
+//! project's own tests, fuzz targets, benchmarks and test vectors; it is not part of the API,
+//! follows no semantic versioning, and no application should enable it.
 //!
 //! # Versions and downgrades
 //!
@@ -25,30 +65,49 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod ake;
-mod budget;
-pub mod crypto;
-pub mod data;
-pub mod error;
-pub mod event;
-pub mod fragment;
-pub mod instance;
-pub mod keys;
-pub mod keystore;
-pub mod libotr_files;
-pub mod message;
-pub mod policy;
-pub mod session;
-pub mod smp;
-pub mod tlv;
+/// Declares modules that are private, or public and hidden with the `internals` feature.
+macro_rules! internal_modules {
+    ($($(#[$attr:meta])* $name:ident;)*) => {$(
+        $(#[$attr])*
+        #[cfg(feature = "internals")]
+        #[doc(hidden)]
+        pub mod $name;
+        $(#[$attr])*
+        #[cfg(not(feature = "internals"))]
+        mod $name;
+    )*};
+}
+
+internal_modules! {
+    ake;
+    budget;
+    crypto;
+    data;
+    error;
+    event;
+    fragment;
+    instance;
+    keys;
+    message;
+    policy;
+    session;
+    smp;
+    tlv;
+    wire;
+}
+mod inspect;
 #[cfg(feature = "trace")]
 pub mod trace;
-pub mod wire;
 
+pub use ake::AkeError;
+pub use crypto::CryptoError;
 pub use crypto::dsa::{DsaComponents, DsaKeyPair, DsaPublicKey, Fingerprint};
+pub use data::Unreadable;
 pub use error::{ReceiveError, SendError};
 pub use event::{Event, Ssid, SsidHalf, Timestamp, Transmit};
+pub use fragment::FragmentError;
+pub use inspect::{MessageKind, inspect};
 pub use instance::InstanceTag;
-pub use keystore::{ContactId, KdfParams, KeyStore, KeystoreError, SealKey, Seen, Trust};
 pub use policy::Policy;
 pub use session::{Sent, Session, SessionConfig};
+pub use wire::WireError;

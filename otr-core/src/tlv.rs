@@ -5,6 +5,7 @@ use crate::wire::{Reader, Writer};
 /// TLV types.
 pub mod kind {
     /// Padding, ignored.
+    #[allow(dead_code, reason = "documents the type; received padding needs no code")]
     pub const PADDING: u16 = 0;
     /// The sender has ended the private conversation.
     pub const DISCONNECTED: u16 = 1;

@@ -81,6 +81,7 @@ impl Comb {
 }
 
 struct Consts {
+    #[cfg(any(test, feature = "internals"))]
     p: Odd<BoxedUint>,
     p_minus_1: BoxedUint,
     p_minus_1_bytes: Box<[u8]>,
@@ -108,11 +109,15 @@ fn consts() -> &'static Consts {
         let g = BoxedMontyForm::new(two.clone(), &params);
         let p_minus_1_bytes = p_minus_1.to_be_bytes();
         let (comb_dh, comb_full) = (OnceLock::new(), OnceLock::new());
-        Consts { p, p_minus_1, p_minus_1_bytes, two, q, params, g, comb_dh, comb_full }
+        Consts {
+            #[cfg(any(test, feature = "internals"))]
+            p,
+            p_minus_1, p_minus_1_bytes, two, q, params, g, comb_dh, comb_full }
     })
 }
 
-/// The prime modulus p.
+/// The prime modulus p (tests build out-of-range values from it).
+#[cfg(any(test, feature = "internals"))]
 pub fn modulus() -> &'static Odd<BoxedUint> {
     &consts().p
 }
@@ -140,6 +145,7 @@ impl Exponent {
     }
 
     /// The exponent's value.
+    #[cfg(any(test, feature = "internals"))]
     pub fn value(&self) -> &BoxedUint {
         &self.value
     }

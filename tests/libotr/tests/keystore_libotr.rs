@@ -11,8 +11,8 @@
 use std::ffi::{CStr, CString, c_char, c_uint, c_void};
 use std::path::Path;
 
+use otr::keystore::libotr::{parse_fingerprints, parse_private_keys};
 use otr::keystore::{ContactId, KdfParams, KeyStore, Observation, SealKey, Seen, Trust};
-use otr::libotr_files::{parse_fingerprints, parse_private_keys};
 use otr::{DsaKeyPair, Event, InstanceTag, Policy, Session, SessionConfig, Timestamp};
 mod common;
 
@@ -326,7 +326,8 @@ fn fingerprints_file_round_trips_through_libotr() {
     // libotr keeps its own context order; compare as sets.
     let mut a = parse_fingerprints(&export.fingerprints).unwrap();
     let mut b = parse_fingerprints(&libotr_written).unwrap();
-    let key = |e: &otr::libotr_files::LibotrFingerprint| (e.remote.clone(), e.account.clone(), e.fingerprint);
+    let key =
+        |e: &otr::keystore::libotr::LibotrFingerprint| (e.remote.clone(), e.account.clone(), e.fingerprint);
     a.sort_by_key(key);
     b.sort_by_key(key);
     assert_eq!(a, b);

@@ -40,9 +40,9 @@ mod sexp;
 
 use zeroize::Zeroizing;
 
-use crate::crypto::CryptoError;
-use crate::crypto::dsa::{DsaComponents, DsaKeyPair, Fingerprint};
-use crate::keystore::Trust;
+use otr_core::{CryptoError, DsaComponents, DsaKeyPair, Fingerprint};
+
+use crate::store::Trust;
 
 pub use sexp::{MAX_ATOM, MAX_DEPTH, MAX_INPUT};
 

@@ -39,11 +39,10 @@ use aes_gcm::{Aes256Gcm, Nonce};
 use rand_core::CryptoRng;
 use zeroize::Zeroizing;
 
-use crate::crypto::CryptoError;
-use crate::crypto::dsa::{DsaComponents, DsaKeyPair, Fingerprint};
-use crate::event::Event;
-use crate::libotr_files::{self, LibotrFileError, LibotrFingerprint};
-use crate::wire::{Reader, WireError};
+use otr_core::{CryptoError, DsaComponents, DsaKeyPair, Event, Fingerprint};
+
+use crate::bytes::{Malformed, Reader};
+use crate::libotr::{self, LibotrFileError, LibotrFingerprint};
 
 /// The file's first bytes.
 pub const MAGIC: [u8; 8] = *b"OTRRSKEY";
@@ -437,7 +436,7 @@ impl Header {
             return Err(KeystoreError::Truncated { len: file.len() });
         }
         let mut r = Reader::new(file);
-        let truncated = |_: WireError| KeystoreError::Truncated { len: file.len() };
+        let truncated = |_: Malformed| KeystoreError::Truncated { len: file.len() };
         r.take(MAGIC.len()).map_err(truncated)?;
         let version = r.u16().map_err(truncated)?;
         if version != VERSION {
@@ -774,7 +773,7 @@ impl KeyStore {
     }
 
     fn decode_contents(bytes: &[u8]) -> Result<Self, KeystoreError> {
-        let bad = |what: &'static str| move |_: WireError| KeystoreError::Contents(what);
+        let bad = |what: &'static str| move |_: Malformed| KeystoreError::Contents(what);
         let mut r = Reader::new(bytes);
         if r.u8().map_err(bad("empty"))? != CONTENTS_FORMAT {
             return Err(KeystoreError::Contents("unknown contents format"));
@@ -827,8 +826,8 @@ impl KeyStore {
         fingerprints: Option<&[u8]>,
         replace_keys: bool,
     ) -> Result<ImportReport, KeystoreError> {
-        let keys = private_key.map(libotr_files::parse_private_keys).transpose()?.unwrap_or_default();
-        let fps = fingerprints.map(libotr_files::parse_fingerprints).transpose()?.unwrap_or_default();
+        let keys = private_key.map(libotr::parse_private_keys).transpose()?.unwrap_or_default();
+        let fps = fingerprints.map(libotr::parse_fingerprints).transpose()?.unwrap_or_default();
         for k in &keys {
             if k.account.len() > usize::from(u16::MAX) || k.protocol.len() > usize::from(u16::MAX) {
                 return Err(KeystoreError::NameTooLong);
@@ -876,9 +875,8 @@ impl KeyStore {
     /// [`KeystoreError::Libotr`] when a name cannot be written in libotr's formats (a NUL,
     /// tab or line break in it, or a line too long for libotr).
     pub fn export_libotr(&self) -> Result<LibotrExport, KeystoreError> {
-        let private_key = libotr_files::write_private_keys(
-            self.accounts.iter().map(|a| (a.name(), a.protocol(), a.key())),
-        )?;
+        let private_key =
+            libotr::write_private_keys(self.accounts.iter().map(|a| (a.name(), a.protocol(), a.key())))?;
         let entries: Vec<LibotrFingerprint> = self
             .contacts
             .iter()
@@ -892,7 +890,7 @@ impl KeyStore {
                 })
             })
             .collect();
-        let fingerprints = libotr_files::write_fingerprints(&entries)?;
+        let fingerprints = libotr::write_fingerprints(&entries)?;
         Ok(LibotrExport { private_key, fingerprints })
     }
 }
@@ -908,8 +906,8 @@ fn check_contact(c: &ContactId) -> Result<(), KeystoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::instance::InstanceTag;
-    use crate::libotr_files::tests::{LIBOTR_FP, LIBOTR_KEY};
+    use crate::libotr::tests::{LIBOTR_FP, LIBOTR_KEY};
+    use otr_core::InstanceTag;
     use rand_chacha::ChaCha20Rng;
     use rand_core::SeedableRng;
 
@@ -1050,8 +1048,8 @@ mod tests {
         let secure = |fingerprint| Event::Secure {
             instance: tag,
             fingerprint,
-            ssid: crate::event::Ssid([0; 8]),
-            bold: crate::event::SsidHalf::First,
+            ssid: otr_core::Ssid([0; 8]),
+            bold: otr_core::SsidHalf::First,
             refreshed: false,
             version: 3,
         };
