@@ -1,21 +1,9 @@
-//! Manage the encrypted key store: accounts' keys, contacts' fingerprints and trust, and
+//! `otr keys`: the encrypted key store: accounts' keys, contacts' fingerprints and trust, and
 //! import from / export to libotr's files (Pidgin, irssi-otr, profanity, …).
-//!
-//! ```text
-//! cargo run --example keys -- [--store PATH] COMMAND
-//!   generate --account NAME [--protocol PROTO]   new key for an account (default protocol xmpp)
-//!   list                                         accounts and known fingerprints
-//!   import PATH [--replace]                      libotr's otr.private_key (and the
-//!                                                otr.fingerprints beside it, if present)
-//!   export DIR [--force]                         write DIR/otr.private_key and DIR/otr.fingerprints
-//!   trust FP [--contact NAME]                    mark a fingerprint verified (manually)
-//!   passwd                                       change the passphrase
-//! ```
 //!
 //! The store is `$XDG_DATA_HOME/otr-rs/keystore.otr` (or the platform's data directory)
 //! unless `--store` names a file or a directory. The passphrase comes from `OTR_PASSPHRASE`
 //! (and, for `passwd`, the new one from `OTR_NEW_PASSPHRASE`) or is asked without echo.
-//! `--kdf-memory KIB` and `--kdf-iterations N` set Argon2id's cost for a new store or `passwd`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -26,116 +14,108 @@ use otr::terminal::Escaped;
 use otr::{Fingerprint, Store, system_rng};
 use zeroize::Zeroizing;
 
-struct Args {
-    store: Option<PathBuf>,
-    command: String,
-    positional: Vec<String>,
-    account: Option<String>,
-    protocol: String,
-    contact: Option<String>,
-    replace: bool,
-    force: bool,
-    params: KdfParams,
-    params_given: bool,
+use crate::secrets::{secret, store_path};
+
+/// `otr keys`: manage the encrypted key store.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The key store: a file, or a directory that holds `keystore.otr`
+    /// [default: $XDG_DATA_HOME/otr-rs/keystore.otr]
+    #[arg(long, global = true, value_name = "PATH")]
+    pub store: Option<PathBuf>,
+    /// Argon2id memory in KiB, for a new store or `passwd` [default: 65536]
+    #[arg(long, global = true, value_name = "KIB")]
+    pub kdf_memory: Option<u32>,
+    /// Argon2id passes, for a new store or `passwd` [default: 3]
+    #[arg(long, global = true, value_name = "N")]
+    pub kdf_iterations: Option<u32>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
 }
 
-fn usage() -> String {
-    "usage: keys [--store PATH] [--kdf-memory KIB] [--kdf-iterations N] \
-     (generate --account NAME [--protocol PROTO] | list | import PATH [--replace] | \
-     export DIR [--force] | trust FP [--contact NAME] | passwd)"
-        .to_owned()
+/// The `otr keys` subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Generate a new long-term key (1024-bit DSA) for an account that has none.
+    Generate {
+        /// The account name, e.g. alice@example.org.
+        #[arg(long)]
+        account: String,
+        /// The protocol the account is on (the store keeps one key per account and protocol).
+        #[arg(long, default_value = "xmpp")]
+        protocol: String,
+    },
+    /// List the accounts and the fingerprints known for each contact, with their trust.
+    List,
+    /// Import libotr's otr.private_key (and the otr.fingerprints beside it, if present).
+    Import {
+        /// The path of otr.private_key, e.g. ~/.purple/otr.private_key.
+        path: PathBuf,
+        /// Replace an account's key when the file has a different one (the old key is lost).
+        #[arg(long)]
+        replace: bool,
+    },
+    /// Write DIR/otr.private_key and DIR/otr.fingerprints for libotr clients.
+    Export {
+        /// The directory to write to (created with mode 0700 if missing).
+        dir: PathBuf,
+        /// Overwrite files that exist.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Mark a fingerprint verified after comparing it with the contact (manual check).
+    Trust {
+        /// The fingerprint: 40 hex digits, spaces allowed (several words are joined).
+        #[arg(required = true, num_args = 1..)]
+        fingerprint: Vec<String>,
+        /// Only for this contact (default: every contact that used it).
+        #[arg(long, value_name = "NAME")]
+        contact: Option<String>,
+    },
+    /// Change the passphrase (the new one from OTR_NEW_PASSPHRASE or a prompt).
+    Passwd,
 }
 
-fn parse_args() -> Result<Args, String> {
-    let mut a = Args {
-        store: None,
-        command: String::new(),
-        positional: vec![],
-        account: None,
-        protocol: "xmpp".to_owned(),
-        contact: None,
-        replace: false,
-        force: false,
-        params: KdfParams::DEFAULT,
-        params_given: false,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(arg) = it.next() {
-        let mut value = |flag: &str| it.next().ok_or(format!("{flag} needs a value"));
-        let number = |flag: &str, v: String| v.parse::<u32>().map_err(|_| format!("{flag} needs a number"));
-        match arg.as_str() {
-            "--store" => a.store = Some(PathBuf::from(value("--store")?)),
-            "--account" => a.account = Some(value("--account")?),
-            "--protocol" => a.protocol = value("--protocol")?,
-            "--contact" => a.contact = Some(value("--contact")?),
-            "--replace" => a.replace = true,
-            "--force" => a.force = true,
-            "--kdf-memory" => {
-                a.params.memory_kib = number("--kdf-memory", value("--kdf-memory")?)?;
-                a.params_given = true;
-            }
-            "--kdf-iterations" => {
-                a.params.iterations = number("--kdf-iterations", value("--kdf-iterations")?)?;
-                a.params_given = true;
-            }
-            "-h" | "--help" => return Err(usage()),
-            s if s.starts_with("--") => return Err(format!("unknown option {s}\n{}", usage())),
-            _ if a.command.is_empty() => a.command = arg,
-            _ => a.positional.push(arg),
+impl Args {
+    /// The Argon2id parameters asked for, and whether any was given.
+    fn kdf_params(&self) -> Result<(KdfParams, bool), String> {
+        let mut params = KdfParams::DEFAULT;
+        params.memory_kib = self.kdf_memory.unwrap_or(params.memory_kib);
+        params.iterations = self.kdf_iterations.unwrap_or(params.iterations);
+        params.check().map_err(|e| e.to_string())?;
+        Ok((params, self.kdf_memory.is_some() || self.kdf_iterations.is_some()))
+    }
+}
+
+/// Runs `otr keys`; errors go to stderr.
+pub fn main(args: Args) -> ExitCode {
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("otr keys: {e}");
+            ExitCode::FAILURE
         }
     }
-    if a.command.is_empty() {
-        return Err(usage());
-    }
-    a.params.check().map_err(|e| e.to_string())?;
-    Ok(a)
-}
-
-fn store_path(given: Option<&Path>) -> Result<PathBuf, String> {
-    otr::store::store_path(given, dirs::data_dir())
-        .ok_or_else(|| "cannot find the user's data directory; pass --store PATH".to_owned())
-}
-
-fn passphrase(env: &str, prompt: &str, confirm: bool) -> Result<Zeroizing<String>, String> {
-    if let Ok(p) = std::env::var(env) {
-        return Ok(Zeroizing::new(p));
-    }
-    let p = Zeroizing::new(
-        rpassword::prompt_password(prompt).map_err(|e| format!("cannot read the passphrase: {e}"))?,
-    );
-    if p.is_empty() {
-        return Err("an empty passphrase is not accepted".to_owned());
-    }
-    if confirm {
-        let again = Zeroizing::new(
-            rpassword::prompt_password("Repeat it: ")
-                .map_err(|e| format!("cannot read the passphrase: {e}"))?,
-        );
-        if *again != *p {
-            return Err("the passphrases differ; nothing was changed".to_owned());
-        }
-    }
-    Ok(p)
 }
 
 /// Opens the store, or (when `create` is allowed and there is none) creates it.
-fn open(args: &Args, path: &Path, create: bool) -> Result<Store, String> {
+fn open(params: KdfParams, path: &Path, create: bool) -> Result<Store, String> {
     if path.exists() {
-        let pass = passphrase("OTR_PASSPHRASE", "Passphrase for the key store: ", false)?;
+        let pass = secret("OTR_PASSPHRASE", "Passphrase for the key store: ", false)?;
         return Store::open(path, pass.as_bytes()).map_err(|e| e.to_string());
     }
     if !create {
         return Err(format!(
-            "no key store at {}; create one with `keys generate` or `keys import`",
+            "no key store at {}; create one with `otr keys generate` or `otr keys import`",
             path.display()
         ));
     }
     eprintln!("Creating a new key store at {}", path.display());
-    let pass = passphrase("OTR_PASSPHRASE", "New passphrase for the key store: ", true)?;
+    let pass = secret("OTR_PASSPHRASE", "New passphrase for the key store: ", true)?;
     let start = Instant::now();
-    let store =
-        Store::create(path, pass.as_bytes(), args.params, &mut system_rng()).map_err(|e| e.to_string())?;
-    report_kdf(args.params, start);
+    let store = Store::create(path, pass.as_bytes(), params, &mut system_rng()).map_err(|e| e.to_string())?;
+    report_kdf(params, start);
     Ok(store)
 }
 
@@ -189,22 +169,22 @@ fn write_file(path: &Path, bytes: &[u8], secret: bool, force: bool) -> Result<()
 
 fn run(args: Args) -> Result<(), String> {
     let path = store_path(args.store.as_deref())?;
+    let (params, params_given) = args.kdf_params()?;
     let mut rng = system_rng();
-    match args.command.as_str() {
-        "generate" => {
-            let account = args.account.clone().ok_or("generate needs --account NAME")?;
-            let mut store = open(&args, &path, true)?;
-            eprintln!("Generating a 1024-bit DSA key for {account} ({})…", args.protocol);
+    match args.command {
+        Command::Generate { account, protocol } => {
+            let mut store = open(params, &path, true)?;
+            eprintln!("Generating a 1024-bit DSA key for {account} ({protocol})…");
             let fp = store
                 .keystore_mut()
-                .generate_account(&account, &args.protocol, &mut rng)
+                .generate_account(&account, &protocol, &mut rng)
                 .map_err(|e| e.to_string())?
                 .fingerprint();
             store.save(&mut rng).map_err(|e| e.to_string())?;
-            println!("{account}\t{}\t{}", args.protocol, fp.to_human());
+            println!("{account}\t{protocol}\t{}", fp.to_human());
         }
-        "list" => {
-            let store = open(&args, &path, false)?;
+        Command::List => {
+            let store = open(params, &path, false)?;
             let ks = store.keystore();
             println!("Accounts:");
             for a in ks.accounts() {
@@ -224,11 +204,8 @@ fn run(args: Args) -> Result<(), String> {
                 }
             }
         }
-        "import" => {
-            let [file] = args.positional.as_slice() else {
-                return Err("import needs the path of libotr's otr.private_key".to_owned());
-            };
-            let file = Path::new(file);
+        Command::Import { path: file, replace } => {
+            let file = file.as_path();
             let read = |p: &Path| std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()));
             let keys = Zeroizing::new(read(file)?);
             let fp_path = file.with_file_name("otr.fingerprints");
@@ -240,10 +217,10 @@ fn run(args: Args) -> Result<(), String> {
                 otr::keystore::libotr::parse_fingerprints(f)
                     .map_err(|e| format!("{}: {e}", fp_path.display()))?;
             }
-            let mut store = open(&args, &path, true)?;
+            let mut store = open(params, &path, true)?;
             let report = store
                 .keystore_mut()
-                .import_libotr(Some(&keys), fps.as_deref(), args.replace)
+                .import_libotr(Some(&keys), fps.as_deref(), replace)
                 .map_err(|e| e.to_string())?;
             store.save(&mut rng).map_err(|e| e.to_string())?;
             for (name, protocol, fp) in &report.accounts {
@@ -258,26 +235,20 @@ fn run(args: Args) -> Result<(), String> {
                 report.trust_raised
             );
         }
-        "export" => {
-            let [dir] = args.positional.as_slice() else {
-                return Err("export needs a directory".to_owned());
-            };
-            let dir = Path::new(dir);
-            let store = open(&args, &path, false)?;
+        Command::Export { dir, force } => {
+            let dir = dir.as_path();
+            let store = open(params, &path, false)?;
             let export = store.keystore().export_libotr().map_err(|e| e.to_string())?;
             otr::store::create_private_dir(dir).map_err(|e| e.to_string())?;
-            write_file(&dir.join("otr.private_key"), &export.private_key, true, args.force)?;
-            write_file(&dir.join("otr.fingerprints"), &export.fingerprints, false, args.force)?;
+            write_file(&dir.join("otr.private_key"), &export.private_key, true, force)?;
+            write_file(&dir.join("otr.fingerprints"), &export.fingerprints, false, force)?;
             println!("wrote {0}/otr.private_key and {0}/otr.fingerprints", dir.display());
         }
-        "trust" => {
-            if args.positional.is_empty() {
-                return Err("trust needs a fingerprint".to_owned());
-            }
-            let fp = parse_fingerprint(&args.positional.join(" "))?;
-            let mut store = open(&args, &path, false)?;
+        Command::Trust { fingerprint, contact } => {
+            let fp = parse_fingerprint(&fingerprint.join(" "))?;
+            let mut store = open(params, &path, false)?;
             let ks = store.keystore_mut();
-            let n = match &args.contact {
+            let n = match &contact {
                 Some(remote) => {
                     let contacts: Vec<ContactId> = ks
                         .contacts()
@@ -292,31 +263,20 @@ fn run(args: Args) -> Result<(), String> {
                 None => ks.set_trust_everywhere(&fp, Trust::VerifiedManual),
             };
             if n == 0 {
-                return Err(format!("{} is not a known fingerprint; see `keys list`", fp.to_human()));
+                return Err(format!("{} is not a known fingerprint; see `otr keys list`", fp.to_human()));
             }
             store.save(&mut rng).map_err(|e| e.to_string())?;
             println!("{} marked verified for {n} contact(s)", fp.to_human());
         }
-        "passwd" => {
-            let mut store = open(&args, &path, false)?;
-            let new = passphrase("OTR_NEW_PASSPHRASE", "New passphrase: ", true)?;
-            let params = if args.params_given { args.params } else { store.kdf_params() };
+        Command::Passwd => {
+            let mut store = open(params, &path, false)?;
+            let new = secret("OTR_NEW_PASSPHRASE", "New passphrase: ", true)?;
+            let params = if params_given { params } else { store.kdf_params() };
             let start = Instant::now();
             store.change_passphrase(new.as_bytes(), Some(params), &mut rng).map_err(|e| e.to_string())?;
             report_kdf(params, start);
             println!("passphrase changed");
         }
-        other => return Err(format!("unknown command {other}\n{}", usage())),
     }
     Ok(())
-}
-
-fn main() -> ExitCode {
-    match parse_args().and_then(run) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("keys: {e}");
-            ExitCode::FAILURE
-        }
-    }
 }

@@ -1,10 +1,7 @@
-//! A stdio peer speaking `peer-protocol.md`: one OTR account talking to one remote account,
-//! driven line by line, so any harness can run our engine against another implementation.
-//!
-//! ```text
-//! cargo run --example otr-peer -- --account alice --peer bob [--keyfile PATH]
-//!     [--policy always|opportunistic|manual] [--max-msg-size N] [--allow-v2]
-//! ```
+//! `otr peer`: a stdio peer speaking `docs/peer-protocol.md` (the project's copy of the shared
+//! peer protocol): one OTR account talking to one remote account, driven line by line, so
+//! any harness can run our engine against another implementation. `cargo run --example
+//! otr-peer -- ARGS` runs the same code.
 
 use std::io::{self, BufRead, Write};
 use std::path::PathBuf;
@@ -15,55 +12,52 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use otr::{Event, InstanceTag, Policy, Sent, Session, SessionConfig, Timestamp};
 
-const USAGE: &str = "usage: otr-peer --account NAME --peer NAME [--keyfile PATH] \
-[--policy always|opportunistic|manual] [--max-msg-size N] [--allow-v2]";
-
-struct Args {
-    account: String,
-    keyfile: Option<PathBuf>,
-    policy: Policy,
-    max_msg_size: usize,
+/// `otr peer`: the flags of the peer protocol's invocation, exactly.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Our account name (shown to the peer in query messages).
+    #[arg(long, value_name = "NAME")]
+    pub account: String,
+    /// The remote account's name.
+    #[arg(long, value_name = "NAME")]
+    pub peer: String,
+    /// Where the long-term DSA key is kept; a missing or empty file gets a new key
+    /// [default: a fresh key, not kept]
+    #[arg(long, value_name = "PATH")]
+    pub keyfile: Option<PathBuf>,
+    /// opportunistic: offer OTR and start it on a tag or error; always: also require
+    /// encryption; manual: never start anything by itself.
+    #[arg(long, value_enum, default_value_t = PolicyName::Opportunistic)]
+    pub policy: PolicyName,
+    /// The largest transport message in bytes; longer OTR messages are fragmented
+    /// (0: no fragmentation).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub max_msg_size: usize,
+    /// Also allow OTR version 2, for older clients (version 3 whenever both sides allow it).
+    #[arg(long)]
+    pub allow_v2: bool,
 }
 
-fn parse_args() -> Result<Args, String> {
-    let mut account = None;
-    let mut peer = None;
-    let mut keyfile = None;
-    let mut policy = Policy::OPPORTUNISTIC;
-    let mut max_msg_size = 0;
-    let mut allow_v2 = false;
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut value = || it.next().ok_or(format!("{flag} needs a value\n{USAGE}"));
-        match flag.as_str() {
-            "--account" => account = Some(value()?),
-            "--peer" => peer = Some(value()?),
-            "--keyfile" => keyfile = Some(PathBuf::from(value()?)),
-            "--policy" => {
-                policy = match value()?.as_str() {
-                    "always" => Policy::ALWAYS,
-                    "opportunistic" => Policy::OPPORTUNISTIC,
-                    "manual" => Policy::MANUAL,
-                    other => return Err(format!("unknown policy {other:?}\n{USAGE}")),
-                }
-            }
-            "--max-msg-size" => {
-                max_msg_size = value()?.parse().map_err(|_| {
-                    format!(
-                        "--max-msg-size needs a number
-{USAGE}"
-                    )
-                })?;
-            }
-            "--allow-v2" => allow_v2 = true,
-            "--help" | "-h" => return Err(USAGE.into()),
-            other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
-        }
+/// The policies of the peer protocol's `--policy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PolicyName {
+    /// Require encryption; start the AKE on a whitespace tag or an OTR error.
+    Always,
+    /// Offer OTR (whitespace tag); start the AKE on a tag or an OTR error.
+    Opportunistic,
+    /// Version 3 allowed, nothing started by itself.
+    Manual,
+}
+
+impl Args {
+    fn policy(&self) -> Policy {
+        let policy = match self.policy {
+            PolicyName::Always => Policy::ALWAYS,
+            PolicyName::Opportunistic => Policy::OPPORTUNISTIC,
+            PolicyName::Manual => Policy::MANUAL,
+        };
+        if self.allow_v2 { policy | Policy::ALLOW_V2 } else { policy }
     }
-    let account = account.ok_or(format!("--account is required\n{USAGE}"))?;
-    peer.ok_or(format!("--peer is required\n{USAGE}"))?;
-    let policy = if allow_v2 { policy | Policy::ALLOW_V2 } else { policy };
-    Ok(Args { account, keyfile, policy, max_msg_size })
 }
 
 struct Peer {
@@ -197,14 +191,8 @@ fn one_line(s: &str) -> String {
     s.replace(['\n', '\r'], " ")
 }
 
-fn main() -> ExitCode {
-    let args = match parse_args() {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::from(2);
-        }
-    };
+/// Runs the peer until `quit` or the end of stdin.
+pub fn main(args: Args) -> ExitCode {
     let mut rng = otr::system_rng();
     let key = match &args.keyfile {
         Some(path) => match otr::keyfile::load_or_generate(path, &mut rng) {
@@ -216,7 +204,8 @@ fn main() -> ExitCode {
         },
         None => otr::DsaKeyPair::generate(&mut rng),
     };
-    let mut config = SessionConfig::new(args.account, args.policy, InstanceTag::random(&mut rng));
+    let policy = args.policy();
+    let mut config = SessionConfig::new(args.account, policy, InstanceTag::random(&mut rng));
     config.max_message_size = args.max_msg_size;
     let mut peer =
         Peer { session: Session::new(config, key), rng, start: Instant::now(), out: io::stdout().lock() };

@@ -1,9 +1,4 @@
-//! An interactive OTR chat over XMPP (otr-xmpp):
-//!
-//! ```text
-//! cargo run --example xmpp-chat -- --jid alice@example.org --password-file ~/.xmpp-pass \
-//!     --peer bob@example.org [--server HOST:PORT] [--ca-file CA.pem] [--store PATH]
-//! ```
+//! `otr xmpp`: an interactive OTR chat over XMPP (otr-xmpp).
 //!
 //! It logs in with StartTLS (the server's certificate is verified against the system's CAs,
 //! or only those in `--ca-file` for a private server), takes the identity for the JID from the
@@ -12,7 +7,7 @@
 //! when a contact's key is new, known, verified or CHANGED. Commands: `/start`, `/end`,
 //! `/smp [QUESTION]` (then type the secret), `/answer SECRET`, `/fingerprint`, `/quit`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use otr::keystore::{ContactId, KdfParams, Observation, Seen};
@@ -22,86 +17,46 @@ use otr_xmpp::{BareJid, Client, ClientEvent, Config, Trust};
 use tokio::sync::mpsc;
 use zeroize::Zeroizing;
 
+use crate::secrets::{open_for_account, store_path};
+
 const PROTOCOL: &str = "xmpp";
-const USAGE: &str = "usage: xmpp-chat --jid JID --password-file FILE --peer JID \
-                     [--server HOST:PORT] [--ca-file PEM] [--store PATH]\n\
-                     env: OTR_PASSPHRASE (key store passphrase; else a prompt)";
 
-struct Args {
-    jid: BareJid,
-    password_file: PathBuf,
-    peer: BareJid,
-    server: Option<String>,
-    ca_file: Option<PathBuf>,
-    store: PathBuf,
+/// `otr xmpp`: chat privately with one contact over any XMPP account.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Our XMPP account, e.g. alice@example.org.
+    #[arg(long)]
+    pub jid: BareJid,
+    /// A file whose first line is the account's password.
+    #[arg(long, value_name = "FILE")]
+    pub password_file: PathBuf,
+    /// The contact to talk to (a bare JID).
+    #[arg(long, value_name = "JID")]
+    pub peer: BareJid,
+    /// Connect to this host and port instead of looking the server up in DNS.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub server: Option<String>,
+    /// Trust only the CA certificates in this PEM file (a private server) instead of the
+    /// system's.
+    #[arg(long, value_name = "PEM")]
+    pub ca_file: Option<PathBuf>,
+    /// The key store: a file, or a directory that holds `keystore.otr`
+    /// [default: $XDG_DATA_HOME/otr-rs/keystore.otr]
+    #[arg(long, value_name = "PATH")]
+    pub store: Option<PathBuf>,
 }
 
-fn parse_args() -> Result<Args, String> {
-    let mut it = std::env::args().skip(1);
-    let (mut jid, mut password_file, mut peer, mut server, mut ca_file, mut store) =
-        (None, None, None, None, None, None);
-    while let Some(a) = it.next() {
-        let mut value = || it.next().ok_or(format!("{a} needs a value"));
-        match a.as_str() {
-            "--jid" => jid = Some(value()?.parse::<BareJid>().map_err(|e| format!("--jid: {e}"))?),
-            "--password-file" => password_file = Some(PathBuf::from(value()?)),
-            "--peer" => peer = Some(value()?.parse::<BareJid>().map_err(|e| format!("--peer: {e}"))?),
-            "--server" => server = Some(value()?),
-            "--ca-file" => ca_file = Some(PathBuf::from(value()?)),
-            "--store" => store = Some(PathBuf::from(value()?)),
-            other => return Err(format!("unknown argument {other}\n{USAGE}")),
-        }
-    }
-    let missing = |what: &str| format!("{what} is required\n{USAGE}");
-    let store = otr::store::store_path(store.as_deref(), dirs::data_dir())
-        .ok_or("cannot find the user's data directory; pass --store PATH")?;
-    Ok(Args {
-        jid: jid.ok_or_else(|| missing("--jid"))?,
-        password_file: password_file.ok_or_else(|| missing("--password-file"))?,
-        peer: peer.ok_or_else(|| missing("--peer"))?,
-        server,
-        ca_file,
-        store,
-    })
-}
-
-/// Opens (or creates) the key store and makes sure `account` has a key.
-fn open_store(path: &Path, account: &str) -> Result<Store, String> {
-    let pass = match std::env::var("OTR_PASSPHRASE") {
-        Ok(v) => Zeroizing::new(v),
-        Err(_) => rpassword::prompt_password("Passphrase for the key store: ")
-            .map(Zeroizing::new)
-            .map_err(|e| format!("cannot read it: {e}"))?,
-    };
-    let mut rng = otr::system_rng();
-    let mut store = if path.exists() {
-        Store::open(path, pass.as_bytes()).map_err(|e| e.to_string())?
-    } else {
-        eprintln!("Creating a new key store at {}", path.display());
-        Store::create(path, pass.as_bytes(), KdfParams::DEFAULT, &mut rng).map_err(|e| e.to_string())?
-    };
-    if store.keystore().account(account, PROTOCOL).is_none() {
-        eprintln!("Generating a key for {account} (1024-bit DSA)...");
-        store.keystore_mut().generate_account(account, PROTOCOL, &mut rng).map_err(|e| e.to_string())?;
-        store.save(&mut rng).map_err(|e| e.to_string())?;
-    }
-    Ok(store)
-}
-
-fn main() -> ExitCode {
-    if std::env::args().any(|a| a == "--help" || a == "-h") {
-        println!("{USAGE}");
-        return ExitCode::SUCCESS;
-    }
-    let result = parse_args().and_then(|args| {
-        let rt =
-            tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
-        rt.block_on(run(args))
-    });
+/// Runs `otr xmpp` until `/quit`; errors go to stderr.
+pub fn main(args: Args) -> ExitCode {
+    let result = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())
+        .and_then(|rt| rt.block_on(run(args)));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("xmpp-chat: {e}");
+            eprintln!("otr xmpp: {e}");
             ExitCode::FAILURE
         }
     }
@@ -109,7 +64,8 @@ fn main() -> ExitCode {
 
 async fn run(args: Args) -> Result<(), String> {
     let account = args.jid.to_string();
-    let mut store = open_store(&args.store, &account)?;
+    let mut store =
+        open_for_account(&store_path(args.store.as_deref())?, &account, PROTOCOL, KdfParams::DEFAULT)?;
     let key = store.keystore().account(&account, PROTOCOL).ok_or("the account vanished")?.key().clone();
     let password = std::fs::read_to_string(&args.password_file)
         .map_err(|e| format!("cannot read {}: {e}", args.password_file.display()))?;

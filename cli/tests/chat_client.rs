@@ -1,20 +1,17 @@
-//! Drives the chat client (examples/chat) through its library API: two clients, one of them
+//! Drives the chat client (`otr chat`) through its library API: two clients, one of them
 //! ephemeral, talk through a relay on 127.0.0.1: query, held message, AKE, SMP with a
 //! question (trust saved in the encrypted key store), a message back, /end (the ephemeral
 //! side wipes its screen buffer). And a peer's hostile text (terminal controls in a message
 //! and an SMP question) reaches the screen escaped.
 #![allow(clippy::unwrap_used)]
 
-#[path = "../examples/chat/client.rs"]
-mod client;
-
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use client::{Chat, Output, PROTOCOL, Status};
 use futures_lite::FutureExt;
 use otr::keystore::{ContactId, KdfParams, Trust};
 use otr::{InstanceTag, Policy, Session, SessionConfig, Store};
+use otr_cli::chat::client::{Chat, Output, PROTOCOL, Status};
 use otr_futures::Conversation;
 use otr_relay::accounts::{self, Argon2Params};
 use otr_relay::futures_client::{RelayFraming, connect_tls};

@@ -1,7 +1,7 @@
 //! The chat client's logic, apart from the terminal: a [`Chat`] takes the user's lines
 //! ([`Chat::input`]) and the conversation's updates ([`Chat::step`]), keeps trust in the
-//! encrypted key store, and produces [`Output`] for the screen. `main.rs` wires it to
-//! rustyline and the relay; `tests/chat_client.rs` drives two of them through a relay.
+//! encrypted key store, and produces [`Output`] for the screen. [`super`] wires it to
+//! rustyline and the relay; `cli/tests/chat_client.rs` drives two of them through a relay.
 
 use std::collections::VecDeque;
 
@@ -148,13 +148,11 @@ where
     }
 
     /// The key store (tests/chat_client.rs checks what was saved).
-    #[allow(dead_code)] // used by the test, not by main.rs
     pub fn store(&self) -> &Store {
         &self.store
     }
 
     /// The lines this client holds for the screen (what ephemeral mode wipes).
-    #[allow(dead_code)] // used by the test, not by main.rs
     pub fn screen(&self) -> &[Zeroizing<String>] {
         &self.screen
     }

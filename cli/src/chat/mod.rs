@@ -1,8 +1,4 @@
-//! An interactive OTR chat through an otr-relay:
-//!
-//! ```text
-//! cargo run --example chat -- --relay ADDR --pin FP --account NAME --peer NAME [--store PATH] [--ephemeral]
-//! ```
+//! `otr chat`: an interactive OTR chat through an otr-relay.
 //!
 //! The identity comes from the encrypted key store (`OTR_PASSPHRASE` or a prompt; the account
 //! is created under protocol "otr-relay" if missing), the relay secret from
@@ -14,8 +10,9 @@
 //! Line editing is rustyline: it prints incoming messages above the line being typed (its
 //! external printer), redraws the prompt with the current status each time (a helper's
 //! `highlight_prompt`), and its history can be switched off entirely for `--ephemeral`.
+//! [`client`] is the logic apart from the terminal.
 
-mod client;
+pub mod client;
 
 use std::borrow::Cow;
 use std::path::PathBuf;
@@ -25,53 +22,39 @@ use std::sync::{Arc, Mutex};
 use client::{Chat, Flow, Output, PROTOCOL};
 use futures_lite::FutureExt;
 use otr::keystore::KdfParams;
-use otr::{InstanceTag, Policy, Session, SessionConfig, Store};
+use otr::{InstanceTag, Policy, Session, SessionConfig};
 use otr_futures::Conversation;
 use otr_relay::futures_client::{RelayFraming, connect_tls};
 use otr_relay::{CertFingerprint, ClientConfig};
 use rustyline::ExternalPrinter;
 use zeroize::Zeroizing;
 
-struct Args {
-    relay: String,
-    pin: CertFingerprint,
-    account: String,
-    peer: String,
-    store: PathBuf,
-    ephemeral: bool,
-}
+use crate::secrets::{open_for_account, secret, store_path};
 
-const USAGE: &str = "usage: chat --relay HOST:PORT --pin CERT_SHA256 --account NAME --peer NAME \
-                     [--store PATH] [--ephemeral]\n\
-                     env: OTR_PASSPHRASE (key store), OTR_RELAY_SECRET (the account's relay secret)";
-
-fn parse_args() -> Result<Args, String> {
-    let mut it = std::env::args().skip(1);
-    let (mut relay, mut pin, mut account, mut peer, mut store, mut ephemeral) =
-        (None, None, None, None, None, false);
-    while let Some(a) = it.next() {
-        let mut value = || it.next().ok_or(format!("{a} needs a value"));
-        match a.as_str() {
-            "--relay" => relay = Some(value()?),
-            "--pin" => pin = Some(value()?.parse::<CertFingerprint>().map_err(|e| format!("--pin: {e}"))?),
-            "--account" => account = Some(value()?),
-            "--peer" => peer = Some(value()?),
-            "--store" => store = Some(PathBuf::from(value()?)),
-            "--ephemeral" => ephemeral = true,
-            other => return Err(format!("unknown argument {other}\n{USAGE}")),
-        }
-    }
-    let missing = |what: &str| format!("{what} is required\n{USAGE}");
-    let store = otr::store::store_path(store.as_deref(), dirs::data_dir())
-        .ok_or("cannot find the user's data directory; pass --store PATH")?;
-    Ok(Args {
-        relay: relay.ok_or_else(|| missing("--relay"))?,
-        pin: pin.ok_or_else(|| missing("--pin"))?,
-        account: account.ok_or_else(|| missing("--account"))?,
-        peer: peer.ok_or_else(|| missing("--peer"))?,
-        store,
-        ephemeral,
-    })
+/// `otr chat`: chat privately with one account through an otr-relay.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The relay's address.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub relay: String,
+    /// The SHA-256 of the relay's certificate (64 hex digits, colons allowed), as the relay
+    /// prints it at start.
+    #[arg(long, value_name = "CERT_SHA256")]
+    pub pin: CertFingerprint,
+    /// Our account on the relay (its secret from OTR_RELAY_SECRET or a prompt).
+    #[arg(long, value_name = "NAME")]
+    pub account: String,
+    /// The account to talk to.
+    #[arg(long, value_name = "NAME")]
+    pub peer: String,
+    /// The key store: a file, or a directory that holds `keystore.otr`
+    /// [default: $XDG_DATA_HOME/otr-rs/keystore.otr]
+    #[arg(long, value_name = "PATH")]
+    pub store: Option<PathBuf>,
+    /// Keep no input history, and wipe the screen and the terminal's scrollback when the
+    /// private conversation ends.
+    #[arg(long)]
+    pub ephemeral: bool,
 }
 
 /// Shows the conversation's status as the prompt every time rustyline redraws the line
@@ -110,53 +93,21 @@ fn fit(s: &str, width: usize) -> String {
     out
 }
 
-fn secret(var: &str, prompt: &str) -> Result<Zeroizing<String>, String> {
-    if let Ok(v) = std::env::var(var) {
-        return Ok(Zeroizing::new(v));
-    }
-    rpassword::prompt_password(prompt).map(Zeroizing::new).map_err(|e| format!("cannot read it: {e}"))
-}
-
-/// Opens (or creates) the key store and makes sure `account` has a key.
-fn open_store(args: &Args) -> Result<Store, String> {
-    let pass = secret("OTR_PASSPHRASE", "Passphrase for the key store: ")?;
-    let mut rng = otr::system_rng();
-    let mut store = if args.store.exists() {
-        Store::open(&args.store, pass.as_bytes()).map_err(|e| e.to_string())?
-    } else {
-        eprintln!("Creating a new key store at {}", args.store.display());
-        Store::create(&args.store, pass.as_bytes(), KdfParams::DEFAULT, &mut rng)
-            .map_err(|e| e.to_string())?
-    };
-    if store.keystore().account(&args.account, PROTOCOL).is_none() {
-        eprintln!("Generating a key for {} (1024-bit DSA)...", args.account);
-        store
-            .keystore_mut()
-            .generate_account(&args.account, PROTOCOL, &mut rng)
-            .map_err(|e| e.to_string())?;
-        store.save(&mut rng).map_err(|e| e.to_string())?;
-    }
-    Ok(store)
-}
-
-fn main() -> ExitCode {
-    match run() {
+/// Runs `otr chat` until `/quit`; errors go to stderr.
+pub fn main(args: Args) -> ExitCode {
+    match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("chat: {e}");
+            eprintln!("otr chat: {e}");
             ExitCode::FAILURE
         }
     }
 }
 
-fn run() -> Result<(), String> {
-    if std::env::args().any(|a| a == "--help" || a == "-h") {
-        println!("{USAGE}");
-        return Ok(());
-    }
-    let args = parse_args()?;
-    let store = open_store(&args)?;
-    let relay_secret = secret("OTR_RELAY_SECRET", &format!("Relay secret of {}: ", args.account))?;
+fn run(args: Args) -> Result<(), String> {
+    let store =
+        open_for_account(&store_path(args.store.as_deref())?, &args.account, PROTOCOL, KdfParams::DEFAULT)?;
+    let relay_secret = secret("OTR_RELAY_SECRET", &format!("Relay secret of {}: ", args.account), false)?;
     let key = store.keystore().account(&args.account, PROTOCOL).ok_or("the account vanished")?.key().clone();
     let mut rng = otr::system_rng();
     let session =

@@ -36,7 +36,7 @@ const ACCOUNTS: [&str; 2] = ["alice", "bob"];
 /// Which program plays a role.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Imp {
-    /// Our engine: `examples/otr-peer.rs`.
+    /// Our engine: `cli/examples/otr-peer.rs` (the same code as `otr peer`).
     Ours,
     /// libotr 4.1: `libotr-peer`.
     Libotr,
