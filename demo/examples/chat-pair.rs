@@ -6,7 +6,7 @@
 //! the checks; exits 0 only if every check passed (1 if one failed, 2 if the demo could not
 //! run to the end).
 
-mod demo;
+use otr_demo as demo;
 
 use std::process::ExitCode;
 

@@ -3,7 +3,7 @@
 //! encryption. They run the AKE, verify each other with SMP, talk, derive the extra symmetric
 //! key and end the conversation; every step is written to a transcript and checked.
 //!
-//! Shared by `examples/chat-pair/main.rs` (prints it) and `tests/chat_pair.rs` (asserts it).
+//! Shared by `examples/chat-pair.rs` (prints it) and `tests/chat_pair.rs` (asserts it).
 
 use std::collections::HashMap;
 use std::path::PathBuf;

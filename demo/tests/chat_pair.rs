@@ -2,8 +2,7 @@
 //! pass, and the transcript must show what the README promises.
 #![allow(clippy::unwrap_used)]
 
-#[path = "../examples/chat-pair/demo.rs"]
-mod demo;
+use otr_demo as demo;
 
 #[test]
 fn chat_pair_demo_passes_every_check() {
