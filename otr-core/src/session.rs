@@ -398,7 +398,7 @@ impl Session {
 
     /// Does the time-based work that is due: heartbeats (an empty encrypted message, flagged
     /// IGNORE_UNREADABLE, to an instance that sent us data and heard nothing back for
-    /// [`HEARTBEAT_MS`], so its keys rotate as libotr's do), sending messages that waited too
+    /// a minute, so its keys rotate as libotr's do), sending messages that waited too
     /// long for a key exchange, and dropping stale fragments.
     /// Calling it early is harmless.
     pub fn handle_timeout(&mut self, now: Timestamp) {
@@ -648,7 +648,7 @@ impl Session {
         }
     }
 
-    /// Bytes held in partially reassembled fragmented messages (bounded; see [`fragment`]).
+    /// Bytes held in partially reassembled fragmented messages (bounded per sender and in total).
     pub fn buffered_fragment_bytes(&self) -> usize {
         self.fragments.held_bytes()
     }
