@@ -25,3 +25,8 @@ pub type SystemRng = rand_core::UnwrapErr<getrandom::SysRng>;
 pub fn system_rng() -> SystemRng {
     rand_core::UnwrapErr(getrandom::SysRng)
 }
+
+/// The README's Rust code blocks, compiled and run as doctests so that they cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
