@@ -226,6 +226,11 @@ pub fn main(args: Args) -> ExitCode {
         if cmd.is_empty() {
             continue;
         }
+        // Timers that fell due while we waited for this line (heartbeats, resync, fragments).
+        let now = peer.now();
+        if peer.session.poll_timeout().is_some_and(|due| due <= now) {
+            peer.session.handle_timeout(now);
+        }
         if let Err(e) = peer.command(cmd, arg) {
             peer.drain();
             peer.line(&format!("error {}", one_line(&e)));
