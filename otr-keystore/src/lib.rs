@@ -3,6 +3,8 @@
 //! - [`store`]: the encrypted key store ([`KeyStore`]): our accounts' long-term DSA keys, the
 //!   fingerprints seen for each contact and how they were verified, sealed with AES-256-GCM
 //!   under a key derived from a passphrase with Argon2id.
+//! - [`sealed`]: small secrets sealed under the store's key without running Argon2 again
+//!   (session snapshots), with [`SealKey::seal_blob`] and [`SealKey::open_blob`].
 //! - [`libotr`]: libotr's own `otr.private_key` and `otr.fingerprints` files, so users can
 //!   bring their identity and trust from Pidgin, irssi-otr or profanity, and take it back.
 //!
@@ -32,7 +34,9 @@
 
 mod bytes;
 pub mod libotr;
+pub mod sealed;
 pub mod store;
 
 pub use libotr::{LibotrFileError, LibotrFingerprint};
+pub use sealed::SealedError;
 pub use store::{ContactId, KdfParams, KeyStore, KeystoreError, Observation, SealKey, Seen, Trust};

@@ -49,7 +49,7 @@ pub const MAGIC: [u8; 8] = *b"OTRRSKEY";
 /// The file format version this code writes and reads.
 pub const VERSION: u16 = 1;
 const KDF_ARGON2ID: u8 = 1;
-const SALT_LEN: usize = 16;
+pub(crate) const SALT_LEN: usize = 16;
 const NONCE_LEN: usize = 12;
 const TAG_LEN: usize = 16;
 /// Length of the header (everything before the ciphertext).
@@ -386,6 +386,14 @@ impl SealKey {
     /// The Argon2 parameters.
     pub fn params(&self) -> KdfParams {
         self.params
+    }
+
+    pub(crate) fn salt(&self) -> &[u8; SALT_LEN] {
+        &self.salt
+    }
+
+    pub(crate) fn key_bytes(&self) -> &[u8; 32] {
+        &self.key
     }
 }
 
