@@ -13,9 +13,11 @@ pub use otr_keystore as keystore;
 pub use otr_keystore::{ContactId, KdfParams, KeyStore, KeystoreError, SealKey, Seen, Trust};
 
 pub mod keyfile;
+pub mod snapshots;
 pub mod store;
 pub mod terminal;
 
+pub use snapshots::{SnapshotDir, SnapshotFileError};
 pub use store::{Store, StoreError};
 
 /// The operating system's cryptographic RNG, in the form every engine call accepts.

@@ -48,7 +48,7 @@ pub enum StoreError {
         source: io::Error,
     },
     /// There is no store at the path.
-    #[error("no key store at {}; create one first (e.g. `keys generate`)", .0.display())]
+    #[error("no key store at {}; create one first (e.g. `otr keys generate`)", .0.display())]
     NotFound(PathBuf),
     /// A store already exists where a new one was to be created.
     #[error("a key store already exists at {}; open it instead, or choose another path", .0.display())]
@@ -61,7 +61,7 @@ pub enum StoreError {
     Keystore(#[from] KeystoreError),
 }
 
-fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StoreError + 'a {
+pub(crate) fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StoreError + 'a {
     move |source| StoreError::Io { op, path: path.to_owned(), source }
 }
 
@@ -131,6 +131,12 @@ impl Store {
         self.key.params()
     }
 
+    /// The store's passphrase-derived key, to seal what lives beside the store (session
+    /// snapshots: [`SnapshotDir`](crate::snapshots::SnapshotDir)) without running Argon2 again.
+    pub fn seal_key(&self) -> &SealKey {
+        &self.key
+    }
+
     /// Seals the contents and replaces the file atomically.
     ///
     /// # Errors
@@ -173,7 +179,7 @@ impl Store {
     }
 }
 
-fn read_bounded(path: &Path) -> Result<Vec<u8>, StoreError> {
+pub(crate) fn read_bounded(path: &Path) -> Result<Vec<u8>, StoreError> {
     let file = match File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(StoreError::NotFound(path.to_owned())),
@@ -206,7 +212,7 @@ fn temp_prefix(path: &Path) -> Option<String> {
 /// Writes `bytes` to a fresh temporary file beside `path` (mode 0600), fsyncs it, renames it
 /// over `path` and fsyncs the directory. With `crash_before_rename`, stops after the fsync
 /// and returns the temporary path.
-fn write_atomically(
+pub(crate) fn write_atomically(
     path: &Path,
     bytes: &[u8],
     rng: &mut (impl CryptoRng + ?Sized),
