@@ -51,4 +51,4 @@ pub use event::{Event, Ssid, SsidHalf, Timestamp, Transmit};
 pub use instance::InstanceTag;
 pub use keystore::{ContactId, KdfParams, KeyStore, KeystoreError, SealKey, Seen, Trust};
 pub use policy::Policy;
-pub use session::{Sent, Session, SessionConfig};
+pub use session::{Sent, Session, SessionConfig, Snapshot, SnapshotError};

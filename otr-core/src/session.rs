@@ -18,9 +18,13 @@ use crate::policy::Policy;
 use crate::tlv::{self, Tlv};
 
 mod output;
+mod persist;
 mod private;
 mod receive;
 mod routing;
+pub mod snapshot;
+
+pub use snapshot::{Snapshot, SnapshotError};
 
 use private::{Held, MsgState};
 use routing::Instance;
@@ -162,6 +166,8 @@ pub struct Session {
     fragments: Reassembler,
     /// Counts message exchanges, to tell which instance was active most recently.
     activity: u64,
+    /// The generation of the last snapshot taken or restored (see [`Session::snapshot`]).
+    generation: u64,
     /// Whether intermediate secrets are recorded (feature `trace` only).
     #[cfg(feature = "trace")]
     tracing: bool,
@@ -188,6 +194,7 @@ impl Session {
             v3_keys: Vec::new(),
             fragments: Reassembler::default(),
             activity: 0,
+            generation: 0,
             #[cfg(feature = "trace")]
             tracing: false,
             #[cfg(feature = "trace")]
@@ -223,6 +230,12 @@ impl Session {
     /// Our long-term key.
     pub fn identity(&self) -> &DsaKeyPair {
         &self.identity
+    }
+
+    /// The configuration the session runs with (after [`restore`](Self::restore): the one the
+    /// snapshot recorded).
+    pub fn config(&self) -> &SessionConfig {
+        &self.config
     }
 
     /// The policy in force.

@@ -54,9 +54,9 @@ pub(super) struct Held {
 const MAX_RECENT: usize = 32;
 
 /// Most messages held while waiting for a private conversation.
-const MAX_HELD: usize = 100;
+pub(super) const MAX_HELD: usize = 100;
 /// Most fingerprints remembered as having spoken version 3 (for downgrade detection).
-const MAX_V3_KEYS: usize = 16;
+pub(super) const MAX_V3_KEYS: usize = 16;
 
 impl Session {
     pub(super) fn hold(
