@@ -12,7 +12,7 @@
 use rand_core::CryptoRng;
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
-use crate::crypto::dh::{DhKeyPair, SharedSecret};
+use crate::crypto::dh::{DhKeyPair, SECRET_BYTES, SharedSecret};
 use crate::crypto::group::Element;
 use crate::crypto::{self, DataCipher};
 
@@ -164,6 +164,10 @@ pub struct KeyWindow {
     their: [Option<Element>; 2],
     sessions: [[Slot; 2]; 2],
     reveal: Zeroizing<Vec<u8>>,
+    /// Per key of ours (index as in `our`): the counter after which a pair with it, derived
+    /// from now on, starts sending. 0, except for keys restored from a snapshot: their pairs
+    /// may have sent under counters the snapshot does not know (see [`WindowParts`]).
+    send_floor: [u64; 2],
     /// Keys computed since the session last looked (feature `trace` only).
     #[cfg(feature = "trace")]
     traces: Vec<crate::trace::Value>,
@@ -200,6 +204,7 @@ impl KeyWindow {
             their: [Some(their_dh), None],
             sessions: Default::default(),
             reveal: Zeroizing::new(Vec::new()),
+            send_floor: [0; 2],
             #[cfg(feature = "trace")]
             traces: Vec::new(),
         };
@@ -215,7 +220,8 @@ impl KeyWindow {
         if self.sessions[o][t].is_none() {
             let theirs = self.their[t].as_ref()?;
             let s = self.our[o].shared_secret(theirs);
-            let keys = SessionKeys::from_shared(self.our[o].public(), theirs, &s);
+            let mut keys = SessionKeys::from_shared(self.our[o].public(), theirs, &s);
+            keys.send_ctr = self.send_floor[o];
             #[cfg(feature = "trace")]
             self.traces.push(crate::trace::Value::SessionKeys {
                 our_keyid: self.our_keyid - o as u32,
@@ -301,6 +307,7 @@ impl KeyWindow {
             let fresh = DhKeyPair::generate(rng);
             let newest = core::mem::replace(&mut self.our[0], fresh);
             self.our[1] = newest;
+            self.send_floor = [0, self.send_floor[0]];
             self.our_keyid = next_keyid;
             #[cfg(feature = "trace")]
             self.trace_key(0, self.our_keyid);
@@ -330,6 +337,129 @@ impl KeyWindow {
             }
         }
     }
+}
+
+/// The counters of one (our key, their key) pair, as a snapshot keeps them: the keys
+/// themselves are derived again from the DH values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PairCounters {
+    /// The top half of the last counter we sent.
+    pub(crate) send_ctr: u64,
+    /// The highest counter accepted so far.
+    pub(crate) recv_ctr: u64,
+    /// The replay window below it.
+    pub(crate) recv_seen: u64,
+    /// Whether the sending MAC key authenticated a message.
+    pub(crate) send_mac_used: bool,
+    /// Whether the receiving MAC key verified a message.
+    pub(crate) recv_mac_used: bool,
+}
+
+/// Everything a [`KeyWindow`] needs to go on after a restart, as plain values for the
+/// snapshot format (`crate::snapshot`): the DH values (our private exponents), the counters of
+/// the pairs that were used, the MAC keys still to reveal. Derived keys are not kept.
+pub(crate) struct WindowParts {
+    /// Our newest keyid.
+    pub(crate) our_keyid: u32,
+    /// Our private exponents, newest first.
+    pub(crate) our: [Zeroizing<[u8; SECRET_BYTES]>; 2],
+    /// The peer's newest keyid.
+    pub(crate) their_keyid: u32,
+    /// The peer's public values, newest first.
+    pub(crate) their: [Option<Element>; 2],
+    /// Counters of the pairs that were derived, `[ours][theirs]`, newest first.
+    pub(crate) pairs: [[Option<PairCounters>; 2]; 2],
+    /// Per key of ours: the counter pairs derived later start from.
+    pub(crate) send_floor: [u64; 2],
+    /// MAC keys of retired pairs not yet revealed (20 bytes each).
+    pub(crate) reveal: Zeroizing<Vec<u8>>,
+}
+
+impl KeyWindow {
+    /// The window as plain values, for a snapshot.
+    pub(crate) fn to_parts(&self) -> WindowParts {
+        let pairs = self.sessions.each_ref().map(|row| {
+            row.each_ref().map(|slot| {
+                slot.as_deref().map(|k| PairCounters {
+                    send_ctr: k.send_ctr,
+                    recv_ctr: k.recv_ctr,
+                    recv_seen: k.recv_seen,
+                    send_mac_used: k.send_mac_used,
+                    recv_mac_used: k.recv_mac_used,
+                })
+            })
+        });
+        WindowParts {
+            our_keyid: self.our_keyid,
+            our: self.our.each_ref().map(DhKeyPair::secret_bytes),
+            their_keyid: self.their_keyid,
+            their: self.their.clone(),
+            pairs,
+            send_floor: self.send_floor,
+            reveal: self.reveal.clone(),
+        }
+    }
+
+    /// A window from a snapshot's values, moving every sending counter of our restored keys
+    /// ahead by a random `skip` in `[2^40, 2^41)`, drawn per key of ours.
+    ///
+    /// The snapshot cannot know what was sent after it was taken (or, if it was rolled back,
+    /// in the timeline that was lost): sending again from its counters would reuse AES-CTR
+    /// keystream. Fewer than 2^40 messages go out under one pair in any real conversation, so
+    /// the counters of a restored snapshot's pairs go past anything sent after it, and two
+    /// restores of the same snapshot pick different counters except with probability about
+    /// n / 2^40 for n messages sent. Pairs with keys of ours made after the restore are new.
+    /// The peer accepts any increasing counter.
+    ///
+    /// `None` when an exponent is zero, the peer's newest value is missing, or a sending
+    /// counter is past [`MAX_RESTORED_SEND_COUNTER`].
+    pub(crate) fn from_parts(parts: WindowParts, rng: &mut (impl CryptoRng + ?Sized)) -> Option<Self> {
+        let sends = parts.pairs.iter().flatten().flatten().map(|c| c.send_ctr).chain(parts.send_floor);
+        if sends.into_iter().any(|c| c > MAX_RESTORED_SEND_COUNTER) {
+            return None;
+        }
+        let our =
+            [DhKeyPair::from_secret_bytes(&parts.our[0])?, DhKeyPair::from_secret_bytes(&parts.our[1])?];
+        parts.their[0].as_ref()?;
+        let mut window = Self {
+            our_keyid: parts.our_keyid,
+            our,
+            their_keyid: parts.their_keyid,
+            their: parts.their,
+            sessions: Default::default(),
+            reveal: parts.reveal,
+            send_floor: [0; 2],
+            #[cfg(feature = "trace")]
+            traces: Vec::new(),
+        };
+        for o in 0..2 {
+            let skip = restore_skip(rng);
+            window.send_floor[o] = parts.send_floor[o].saturating_add(skip);
+            for t in 0..2 {
+                let Some(c) = parts.pairs[o][t] else { continue };
+                let keys = window.slot(o, t)?;
+                keys.send_ctr = c.send_ctr.max(parts.send_floor[o]).saturating_add(skip);
+                keys.recv_ctr = c.recv_ctr;
+                keys.recv_seen = c.recv_seen;
+                keys.send_mac_used = c.send_mac_used;
+                keys.recv_mac_used = c.recv_mac_used;
+            }
+        }
+        #[cfg(feature = "trace")]
+        window.traces.clear();
+        Some(window)
+    }
+}
+
+/// Largest sending counter a window is restored with (2^62): far beyond any real
+/// conversation, and with room for 2^21 restores' skips before the 64-bit counter ends.
+pub(crate) const MAX_RESTORED_SEND_COUNTER: u64 = 1 << 62;
+
+/// The random amount a restored key's sending counters move ahead: `[2^40, 2^41)`.
+fn restore_skip(rng: &mut (impl CryptoRng + ?Sized)) -> u64 {
+    let mut b = [0u8; 8];
+    rng.fill_bytes(&mut b);
+    (1u64 << 40) | (u64::from_be_bytes(b) & ((1u64 << 40) - 1))
 }
 
 #[cfg(test)]

@@ -109,5 +109,5 @@ pub use fragment::FragmentError;
 pub use inspect::{MessageKind, inspect};
 pub use instance::InstanceTag;
 pub use policy::Policy;
-pub use session::{Sent, Session, SessionConfig};
+pub use session::{Sent, Session, SessionConfig, Snapshot, SnapshotError};
 pub use wire::WireError;

@@ -8,6 +8,8 @@ use super::group::{Element, Exponent, MODULUS_BYTES};
 
 /// Bits of a DH secret exponent (libotr: 40 random bytes).
 pub const SECRET_BITS: u32 = 320;
+/// Bytes of a DH secret exponent.
+pub const SECRET_BYTES: usize = 40;
 
 /// An ephemeral DH key pair; the secret half is zeroized on drop.
 #[derive(Clone)]
@@ -47,7 +49,31 @@ impl DhKeyPair {
     /// vectors and debugging only.
     #[cfg(feature = "trace")]
     pub fn private_bytes(&self) -> Vec<u8> {
-        self.secret.to_be_bytes().into_vec()
+        self.secret_bytes().to_vec()
+    }
+
+    /// The private exponent, big-endian at its fixed width ([`SECRET_BYTES`]), for session
+    /// snapshots; wiped on drop.
+    pub(crate) fn secret_bytes(&self) -> Zeroizing<[u8; SECRET_BYTES]> {
+        let wide = Zeroizing::new(self.secret.to_be_bytes());
+        let mut out = Zeroizing::new([0u8; SECRET_BYTES]);
+        // The exponent is SECRET_BITS wide: its bytes are exactly SECRET_BYTES long.
+        let start = wide.len().saturating_sub(SECRET_BYTES);
+        let tail = &wide[start..];
+        out[SECRET_BYTES - tail.len()..].copy_from_slice(tail);
+        out
+    }
+
+    /// The key pair of a private exponent saved by [`Self::secret_bytes`]; `None` for an
+    /// all-zero exponent, which no generated key has.
+    pub(crate) fn from_secret_bytes(bytes: &[u8; SECRET_BYTES]) -> Option<Self> {
+        if bytes.iter().all(|&b| b == 0) {
+            return None;
+        }
+        let secret = Exponent::from_be_bytes(bytes);
+        let public = Element::generator_pow(&secret);
+        let public_mpi = public.to_mpi();
+        Some(Self { secret, public, public_mpi })
     }
 
     /// The shared secret with `theirs`, as the OTR MPI encoding of g^xy. Every copy of g^xy

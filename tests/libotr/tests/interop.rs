@@ -79,6 +79,7 @@ in_both_versions!(
     simultaneous_queries_resolve_to_one_private_conversation,
     a_duplicate_from_libotr_is_dropped_silently_and_reordering_tolerated,
     libotr_restarted_loses_its_session_and_one_re_ake_brings_it_back,
+    our_session_restored_from_a_snapshot_talks_on_with_libotr,
 );
 
 /// Our session ("alice") and a libotr endpoint ("bob"), with everything each side saw.
@@ -237,6 +238,61 @@ fn sized(i: usize, bytes: usize) -> String {
         s.push(c);
     }
     s
+}
+
+/// Our side goes private with libotr (started by either side), is saved, dropped and
+/// restored from the snapshot: it reads what libotr sent meanwhile and the conversation goes
+/// on both ways with the same keys, no new AKE on either side, no error.
+fn our_session_restored_from_a_snapshot_talks_on_with_libotr(proto: Proto) {
+    for us in [true, false] {
+        let mut d = Duo::new(proto, Policy::MANUAL, PeerPolicy::Manual, 0);
+        let ssid = d.secure_by(us);
+        for i in 0..3 {
+            d.our_send(&sample(i)).unwrap();
+            d.drive();
+            d.lib.send(&sample(i + 10));
+            d.drive();
+        }
+        let snap = d.ours.snapshot();
+        let tag = d.ours.instance_tag();
+        // Our process is gone; libotr writes meanwhile.
+        d.ours = Session::new(SessionConfig::new("gone", Policy::MANUAL, tag), our_key());
+        d.lib.send("while you were away");
+        let mut offline = vec![];
+        while let Some(out) = d.lib.poll_output() {
+            match out {
+                Output::Net(m) => offline.push(m),
+                Output::Event(PeerEvent::Log(_)) => {}
+                Output::Event(e) => d.lib_events.push(e),
+            }
+        }
+        d.ours = Session::restore(our_key(), snap.as_bytes(), snap.generation(), d.now, &mut d.rng).unwrap();
+        assert_eq!(d.ours.instance_tag(), tag);
+        assert_eq!(d.ours.private_with().map(|p| p.2.to_string()), Some(ssid.clone()));
+        for m in offline {
+            d.ours.receive(d.now, &m, &mut d.rng).unwrap();
+            d.wire.push((false, m));
+        }
+        d.drive();
+        assert_eq!(d.our_texts().last(), Some(&("while you were away".to_string(), true)));
+        let secure = |d: &Duo| {
+            let ours = d.our_events.iter().filter(|e| matches!(e, Event::Secure { .. })).count();
+            (ours, d.lib_events.iter().filter(|e| matches!(e, PeerEvent::Secure { .. })).count())
+        };
+        let before = secure(&d);
+        for i in 0..10 {
+            d.our_send(&format!("restored {}", sample(i))).unwrap();
+            d.drive();
+            d.lib.send(&format!("to the restored {}", sample(i)));
+            d.drive();
+        }
+        assert_eq!(secure(&d), before, "no new AKE on either side");
+        assert_eq!(d.lib_texts().last(), Some(&(format!("restored {}", sample(9)), true)));
+        assert_eq!(d.our_texts().last(), Some(&(format!("to the restored {}", sample(9)), true)));
+        assert!(d.our_errors.is_empty(), "{:?}", d.our_errors);
+        assert!(!d.lib_events.iter().any(|e| matches!(e, PeerEvent::Error(_))), "{:?}", d.lib_events);
+        assert_eq!(d.assert_secure(), ssid);
+    }
 }
 
 fn ake_initiated_by_us_and_by_libotr(proto: Proto) {
