@@ -10,7 +10,13 @@ use std::time::Instant;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-use otr::{Event, InstanceTag, Policy, Sent, Session, SessionConfig, Timestamp};
+use otr::keystore::KdfParams;
+use otr::{DsaKeyPair, Event, InstanceTag, Policy, Sent, Session, SessionConfig, SnapshotDir, Timestamp};
+
+use crate::secrets::open_for_account;
+
+/// The protocol name under which `otr peer --state-dir` keeps its account's key.
+const PROTOCOL: &str = "otr-peer";
 
 /// `otr peer`: the flags of the peer protocol's invocation, exactly.
 #[derive(Debug, clap::Args)]
@@ -36,6 +42,11 @@ pub struct Args {
     /// Also allow OTR version 2, for older clients (version 3 whenever both sides allow it).
     #[arg(long)]
     pub allow_v2: bool,
+    /// Keep the private conversation in this directory, sealed with the passphrase in
+    /// OTR_PASSPHRASE, and resume it at start (prints `resumed <fp> <ssid>` after `ready`).
+    /// Without --keyfile the long-term key is kept there too.
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
 }
 
 /// The policies of the peer protocol's `--policy`.
@@ -65,6 +76,14 @@ struct Peer {
     rng: otr::SystemRng,
     start: Instant,
     out: io::StdoutLock<'static>,
+    state: Option<State>,
+}
+
+/// Where `--state-dir` keeps the conversation.
+struct State {
+    snapshots: SnapshotDir,
+    account: String,
+    peer: String,
 }
 
 impl Peer {
@@ -76,6 +95,54 @@ impl Peer {
         // A closed stdout means the driver is gone; the process ends on the next read.
         let _ = writeln!(self.out, "{s}");
         let _ = self.out.flush();
+    }
+
+    /// Restores the conversation saved in --state-dir, if any: `resumed <fp> <ssid>`, or an
+    /// `error` line and a fresh session when the saved one cannot be used.
+    fn resume(&mut self, key: DsaKeyPair) {
+        let Some(state) = &self.state else { return };
+        let restored = match state.snapshots.load(&state.account, &state.peer) {
+            Ok(None) => return,
+            Ok(Some(bytes)) => {
+                Session::restore(key, &bytes, 0, self.now(), &mut self.rng).map_err(|e| e.to_string())
+            }
+            Err(e) => Err(e.to_string()),
+        };
+        match restored {
+            Ok(session) => {
+                self.session = session;
+                if let Some((_, their_key, ssid)) = self.session.private_with() {
+                    let line = format!("resumed {} {ssid}", their_key.fingerprint());
+                    self.line(&line);
+                }
+                // A new snapshot at once: restoring this one again would accept again what
+                // arrives from now on.
+                self.persist();
+                self.drain();
+            }
+            Err(e) => self.line(&format!(
+                "error the saved conversation cannot be resumed ({}); starting afresh",
+                one_line(&e)
+            )),
+        }
+    }
+
+    /// Saves the private conversation in --state-dir after every change (keys rotate with
+    /// every message), or deletes it once there is none.
+    fn persist(&mut self) {
+        let Some(state) = &self.state else { return };
+        let result = if self.session.private_with().is_some() {
+            let snapshot = self.session.snapshot();
+            state
+                .snapshots
+                .save(&state.account, &state.peer, snapshot.as_bytes(), &mut self.rng)
+                .map_err(|e| e.to_string())
+        } else {
+            state.snapshots.remove(&state.account, &state.peer).map_err(|e| e.to_string())
+        };
+        if let Err(e) = result {
+            self.line(&format!("error cannot save the conversation: {}", one_line(&e)));
+        }
     }
 
     fn drain(&mut self) {
@@ -194,23 +261,26 @@ fn one_line(s: &str) -> String {
 /// Runs the peer until `quit` or the end of stdin.
 pub fn main(args: Args) -> ExitCode {
     let mut rng = otr::system_rng();
-    let key = match &args.keyfile {
-        Some(path) => match otr::keyfile::load_or_generate(path, &mut rng) {
-            Ok(k) => k,
-            Err(e) => {
-                eprintln!("otr-peer: cannot use key file: {e}");
-                return ExitCode::from(1);
-            }
-        },
-        None => otr::DsaKeyPair::generate(&mut rng),
+    let (key, state) = match identity_and_state(&args, &mut rng) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("otr peer: {e}");
+            return ExitCode::from(1);
+        }
     };
     let policy = args.policy();
-    let mut config = SessionConfig::new(args.account, policy, InstanceTag::random(&mut rng));
+    let mut config = SessionConfig::new(args.account.clone(), policy, InstanceTag::random(&mut rng));
     config.max_message_size = args.max_msg_size;
-    let mut peer =
-        Peer { session: Session::new(config, key), rng, start: Instant::now(), out: io::stdout().lock() };
+    let mut peer = Peer {
+        session: Session::new(config, key.clone()),
+        rng,
+        start: Instant::now(),
+        out: io::stdout().lock(),
+        state,
+    };
     let fp = peer.session.identity().fingerprint();
     peer.line(&format!("ready {fp}"));
+    peer.resume(key);
     // Read bytes, not `lines()`: a line that is not UTF-8 (a broken driver) must not end us.
     for line in io::stdin().lock().split(b'\n') {
         let Ok(line) = line else { break };
@@ -236,6 +306,37 @@ pub fn main(args: Args) -> ExitCode {
             peer.line(&format!("error {}", one_line(&e)));
         }
         peer.drain();
+        peer.persist();
     }
     ExitCode::SUCCESS
+}
+
+/// The long-term key (from --keyfile, else from the key store in --state-dir, else fresh) and
+/// the snapshot directory of --state-dir.
+fn identity_and_state(args: &Args, rng: &mut otr::SystemRng) -> Result<(DsaKeyPair, Option<State>), String> {
+    let store = match &args.state_dir {
+        Some(dir) => {
+            Some(open_for_account(&dir.join("keystore.otr"), &args.account, PROTOCOL, KdfParams::DEFAULT)?)
+        }
+        None => None,
+    };
+    let key = match (&args.keyfile, &store) {
+        (Some(path), _) => {
+            otr::keyfile::load_or_generate(path, rng).map_err(|e| format!("cannot use key file: {e}"))?
+        }
+        (None, Some(store)) => {
+            store.keystore().account(&args.account, PROTOCOL).ok_or("the account vanished")?.key().clone()
+        }
+        (None, None) => DsaKeyPair::generate(rng),
+    };
+    let state = match (&args.state_dir, store) {
+        (Some(dir), Some(store)) => Some(State {
+            snapshots: SnapshotDir::new(&dir.join("conversations"), store.seal_key().clone())
+                .map_err(|e| e.to_string())?,
+            account: args.account.clone(),
+            peer: args.peer.clone(),
+        }),
+        _ => None,
+    };
+    Ok((key, state))
 }
