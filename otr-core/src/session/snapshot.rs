@@ -189,7 +189,14 @@ fn count(n: usize) -> u8 {
 impl SessionParts {
     /// The snapshot's bytes.
     pub(crate) fn encode(&self) -> Zeroizing<Vec<u8>> {
-        let mut w = Writer::with_capacity(2048);
+        // Sized up front, so that no reallocation leaves a copy of the secrets behind.
+        let held: usize = self.held.iter().map(|h| h.text.len() + 32).sum();
+        let instances: usize = self
+            .instances
+            .iter()
+            .map(|i| 1024 + i.private.as_ref().map_or(0, |p| p.keys.reveal.len().min(MAX_REVEAL_BYTES)))
+            .sum();
+        let mut w = Writer::with_capacity(256 + self.account.len() + instances + held);
         w.raw(&MAGIC).u16(FORMAT_VERSION).raw(&self.generation.to_be_bytes()).raw(&self.own.0);
         w.data(self.account.as_bytes())
             .u32(self.policy.bits())
