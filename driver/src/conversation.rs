@@ -14,17 +14,21 @@ use crate::clock::Clock;
 use crate::framing::Framing;
 use crate::link::{Link, LinkError, Stats, Update};
 
-/// What a runtime adapter provides for a [`Conversation`] over streams of type `S`: reading
-/// and writing them, and timers. Adapters implement it on a marker type (otr-futures'
-/// `AsyncIo`, otr-tokio's `Tokio`) and name the conversation with a type alias, so the loop
-/// is written once, here.
-pub trait Runtime<S> {
+/// What a runtime adapter provides for a [`Conversation`]: timers. Adapters implement it,
+/// and [`RuntimeIo`] for the streams they drive, on a marker type (otr-futures' `AsyncIo`,
+/// otr-tokio's `Tokio`) and name the conversation with a type alias, so the loop is written
+/// once, here.
+pub trait Runtime {
     /// A timer armed for an instant.
     type Timer;
     /// A timer that fires at `at`.
     fn timer_at(at: Instant) -> Self::Timer;
     /// Ready once `timer` fired (registers `cx` for the wakeup until then).
     fn poll_timer(timer: &mut Self::Timer, cx: &mut Context<'_>) -> Poll<()>;
+}
+
+/// How a [`Runtime`] reads and writes streams of type `S`.
+pub trait RuntimeIo<S>: Runtime {
     /// Reads into `buf` (0 bytes read: the stream ended).
     ///
     /// # Errors
@@ -64,7 +68,7 @@ pub trait Runtime<S> {
 /// (or [`into_parts`](Self::into_parts), [`Link::reconnect`], [`from_parts`](Self::from_parts))
 /// moves the conversation to a new stream, and a private conversation goes on without a new
 /// key exchange.
-pub struct Conversation<S, F, R, Rt: Runtime<S>> {
+pub struct Conversation<S, F, R, Rt: Runtime> {
     link: Link<F, R>,
     transport: S,
     clock: Clock,
@@ -75,7 +79,7 @@ pub struct Conversation<S, F, R, Rt: Runtime<S>> {
     runtime: PhantomData<fn() -> Rt>,
 }
 
-impl<S, F, R, Rt: Runtime<S>> fmt::Debug for Conversation<S, F, R, Rt> {
+impl<S, F, R, Rt: Runtime> fmt::Debug for Conversation<S, F, R, Rt> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Conversation").field("link", &self.link).finish_non_exhaustive()
     }
@@ -88,7 +92,7 @@ impl<S, F, R, Rt> Conversation<S, F, R, Rt>
 where
     F: Framing,
     R: CryptoRng,
-    Rt: Runtime<S>,
+    Rt: RuntimeIo<S>,
 {
     /// A conversation for `session` over `transport`, with a real-time [`Clock`]. The
     /// framing's greeting (if any) is written with the first action or `next_event`.

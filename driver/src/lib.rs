@@ -10,8 +10,8 @@
 //! - [`Link`]: one session over a framed byte stream (a socket, a TLS stream, an in-memory
 //!   pipe): bytes in, bytes out, [`Update`]s, keep-alives. It survives its transport, so a
 //!   conversation can be moved to a new connection without a new key exchange.
-//! - [`Conversation`]: a [`Link`] over a stream, generic over a [`Runtime`] (how to read,
-//!   write and sleep); otr-futures and otr-tokio each name it for their runtime, so the loop
+//! - [`Conversation`]: a [`Link`] over a stream, generic over a [`Runtime`] (how to sleep)
+//!   and its [`RuntimeIo`] (how to read and write); otr-futures and otr-tokio each name it for their runtime, so the loop
 //!   is written once. It uses only `std::task`, no runtime.
 //! - [`framing`]: [`Framing`] (OTR strings to bytes and back), [`LengthPrefixed`].
 //! - [`clock`]: [`Clock`], which maps real (or accelerated) time to [`otr_core::Timestamp`]s
@@ -46,7 +46,7 @@ pub mod framing;
 mod link;
 
 pub use clock::Clock;
-pub use conversation::{Conversation, Runtime};
+pub use conversation::{Conversation, Runtime, RuntimeIo};
 pub use driver::Driver;
 pub use framing::{Decoded, Framing, LengthPrefixed, LengthPrefixedError};
 pub use link::{Link, LinkError, Phase, Stats, Update};

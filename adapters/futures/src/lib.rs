@@ -52,7 +52,7 @@ pub type Conversation<S, F, R> = otr_driver::Conversation<S, F, R, AsyncIo>;
 #[derive(Debug, Clone, Copy)]
 pub struct AsyncIo;
 
-impl<S: AsyncRead + AsyncWrite + Unpin> otr_driver::Runtime<S> for AsyncIo {
+impl otr_driver::Runtime for AsyncIo {
     type Timer = async_io::Timer;
 
     fn timer_at(at: Instant) -> Self::Timer {
@@ -62,7 +62,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> otr_driver::Runtime<S> for AsyncIo {
     fn poll_timer(timer: &mut Self::Timer, cx: &mut Context<'_>) -> Poll<()> {
         timer.poll(cx).map(|_| ())
     }
+}
 
+impl<S: AsyncRead + AsyncWrite + Unpin> otr_driver::RuntimeIo<S> for AsyncIo {
     fn poll_read(io: &mut S, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
         Pin::new(io).poll_read(cx, buf)
     }

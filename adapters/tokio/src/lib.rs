@@ -52,7 +52,7 @@ pub type Conversation<S, F, R> = otr_driver::Conversation<S, F, R, Tokio>;
 #[derive(Debug, Clone, Copy)]
 pub struct Tokio;
 
-impl<S: AsyncRead + AsyncWrite + Unpin> otr_driver::Runtime<S> for Tokio {
+impl otr_driver::Runtime for Tokio {
     type Timer = Pin<Box<tokio::time::Sleep>>;
 
     fn timer_at(at: Instant) -> Self::Timer {
@@ -62,7 +62,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> otr_driver::Runtime<S> for Tokio {
     fn poll_timer(timer: &mut Self::Timer, cx: &mut Context<'_>) -> Poll<()> {
         timer.as_mut().poll(cx)
     }
+}
 
+impl<S: AsyncRead + AsyncWrite + Unpin> otr_driver::RuntimeIo<S> for Tokio {
     fn poll_read(io: &mut S, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
         let mut buf = ReadBuf::new(buf);
         match Pin::new(io).poll_read(cx, &mut buf) {
