@@ -10,9 +10,9 @@
 //! - [`RelayFraming`]: the relay's frames as an [`otr_driver::Framing`] for one peer account,
 //!   so a conversation of otr-futures or otr-tokio talks through the relay (login, send,
 //!   deliver, ack, keep-alive), and logs in again when it moves to a new connection.
-//! - [`tokio_client`] (feature `tokio`): `connect_tls` over tokio, and a `Client` for many
+//! - `tokio_client` (feature `tokio`): `connect_tls` over tokio, and a `Client` for many
 //!   peers over one login.
-//! - [`futures_client`] (feature `futures-io`): `connect_tls` over any futures-io stream
+//! - `futures_client` (feature `futures-io`): `connect_tls` over any futures-io stream
 //!   (async-std, smol).
 //!
 //! An application composes this crate with one adapter: e.g. feature `tokio` with
