@@ -14,8 +14,9 @@ use otr::{InstanceTag, Policy, Session, SessionConfig, Store};
 use otr_cli::chat::client::{Chat, Output, PROTOCOL, Status};
 use otr_futures::Conversation;
 use otr_relay::accounts::{self, Argon2Params};
-use otr_relay::futures_client::{RelayFraming, connect_tls};
-use otr_relay::{ClientConfig, Server, ServerConfig, ServerHandle};
+use otr_relay::{Server, ServerConfig, ServerHandle};
+use otr_relay_client::ClientConfig;
+use otr_relay_client::futures_client::{RelayFraming, connect_tls};
 
 type TestChat =
     Chat<futures_rustls::client::TlsStream<async_std::net::TcpStream>, RelayFraming, otr::SystemRng>;

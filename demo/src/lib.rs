@@ -1,5 +1,5 @@
 //! The chat-pair demo: an embedded relay on 127.0.0.1, alice on async-std (otr-futures over
-//! the relay's futures-io client) and bob on tokio (the relay's tokio client), both requiring
+//! the relay client's futures-io TLS) and bob on tokio (otr-tokio over its tokio TLS), both requiring
 //! encryption. They run the AKE, verify each other with SMP, talk, derive the extra symmetric
 //! key and end the conversation; every step is written to a transcript and checked.
 //!
@@ -11,11 +11,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use otr::terminal::Escaped;
-use otr::{DsaKeyPair, Event, Fingerprint, InstanceTag, Policy, Session, SessionConfig, Timestamp};
+use otr::{DsaKeyPair, Event, Fingerprint, InstanceTag, Policy, Session, SessionConfig};
 use otr_futures::{Conversation, Update};
 use otr_relay::accounts::{self, Argon2Params};
-use otr_relay::futures_client::{RelayFraming, connect_tls};
-use otr_relay::{Client, ClientConfig, Observer, Server, ServerConfig, StoreEvent};
+use otr_relay::{Observer, Server, ServerConfig, StoreEvent};
+use otr_relay_client::ClientConfig;
+use otr_relay_client::futures_client::{RelayFraming, connect_tls};
 use sha2::{Digest, Sha256};
 
 /// The SMP question and the answer both know.
@@ -50,10 +51,10 @@ pub enum DemoError {
     Accounts(#[from] otr_relay::accounts::AccountError),
     /// A relay client.
     #[error("relay client: {0}")]
-    Client(#[from] otr_relay::ClientError),
-    /// Alice's conversation (otr-futures).
-    #[error("alice's conversation: {0}")]
-    Conversation(#[from] otr_futures::Error<otr_relay::ClientError>),
+    Client(#[from] otr_relay_client::ClientError),
+    /// A conversation (alice's otr-futures or bob's otr-tokio: one error type, the driver's).
+    #[error("conversation: {0}")]
+    Conversation(#[from] otr_futures::Error<otr_relay_client::ClientError>),
     /// The engine refused an action.
     #[error("OTR: {0}")]
     Send(#[from] otr::SendError),
@@ -318,89 +319,66 @@ async fn alice(config: ClientConfig, t: Arc<Transcript>) -> Result<Seen, DemoErr
     Ok(seen)
 }
 
-/// Bob: tokio, the relay's tokio client, the session driven by hand (as any tokio
-/// application would), with its timers.
+/// Bob: tokio, otr-tokio over the relay client's tokio TLS connection.
 async fn bob(config: ClientConfig, t: Arc<Transcript>) -> Result<Seen, DemoError> {
     let mut rng = otr::system_rng();
-    let mut session = new_session("bob", &mut rng);
+    let session = new_session("bob", &mut rng);
     let mut seen = Seen { own: Some(session.identity().fingerprint()), ..Seen::default() };
     t.say("bob", format!("my fingerprint {}", show_fp(&session.identity().fingerprint())));
-    let (client, mut inbox) = Client::connect(config).await?;
-    t.say("bob", "connected to the relay (TLS 1.3, certificate matches the pin); tokio");
-    let start = Instant::now();
-    let now = || Timestamp(u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX));
-    let mut id = 0;
+    let tls = otr_relay_client::tokio_client::connect_tls(&config.server, config.pin).await?;
+    t.say("bob", "connected to the relay (TLS 1.3, certificate matches the pin); tokio + otr-tokio");
+    let framing = RelayFraming::new(&config, "alice");
+    let mut conv = otr_tokio::Conversation::new(session, tls, framing, rng)?.with_wire_tap(true);
     let mut last_keyid = None;
     let mut replied = 0;
-    loop {
-        // Send what the session produced, then show its events.
-        while let Some(tx) = session.poll_transmit() {
-            log_wire(&t, "bob", "alice", &tx.message, &mut last_keyid);
-            id += 1;
-            client.send("alice", id, &tx.message).await?;
-            seen.wire_out.push(tx.message);
-        }
-        let mut answered = false;
-        while let Some(e) = session.poll_event() {
-            log_event(&t, "bob", &e);
-            match e {
-                Event::Secure { fingerprint, ssid, .. } => {
-                    seen.peer = Some(fingerprint);
-                    seen.ssid = Some(ssid.to_string());
-                }
-                Event::SmpRequest { .. } => {
-                    t.say("bob", format!("answers \"{ANSWER}\""));
-                    session.smp_respond(now(), ANSWER.as_bytes(), &mut rng)?;
-                    answered = true;
-                }
-                Event::SmpSucceeded { fingerprint, .. } => seen.smp_succeeded = Some(fingerprint),
-                Event::Message { text, encrypted, .. } => {
-                    seen.received.push((text, encrypted));
-                    if let Some(line) = BOB_LINES.get(replied) {
-                        t.say("bob", format!("types \"{line}\""));
-                        session.send(now(), line)?;
-                        replied += 1;
-                        answered = true;
-                    }
-                }
-                Event::ExtraSymmetricKey { key, .. } => seen.symkey = Some(*key),
-                Event::RemoteEnded { .. } => {
-                    seen.ended = true;
-                    t.say("bob", "/end (acknowledges the end)");
-                    session.end(now());
-                    answered = true;
-                }
-                _ => {}
+    while !seen.ended {
+        let update = match tokio::time::timeout(DEADLINE, conv.next_event()).await {
+            Ok(update) => update?,
+            Err(_) => return Err(DemoError::Timeout("bob heard nothing")),
+        };
+        let event = match update {
+            Update::Sent(m) => {
+                log_wire(&t, "bob", "alice", &m, &mut last_keyid);
+                seen.wire_out.push(m);
+                continue;
             }
-        }
-        if answered {
-            continue;
-        }
-        if seen.ended {
-            break;
-        }
-        let timer = session.poll_timeout().map(|t| start + Duration::from_millis(t.0));
-        let sleep = tokio::time::sleep_until(timer.unwrap_or_else(|| Instant::now() + DEADLINE).into());
-        tokio::select! {
-            d = inbox.next() => match d {
-                Some(Ok(d)) => {
-                    if let Err(e) = session.receive(now(), &d.body, &mut rng) {
-                        t.say("bob", format!("refused a message: {e}"));
-                    }
-                    client.ack(d.seq).await?;
-                }
-                Some(Err(e)) => return Err(e.into()),
-                None => return Err(DemoError::Peer("bob's connection closed".into())),
-            },
-            () = sleep => {
-                if timer.is_none() {
-                    return Err(DemoError::Timeout("bob heard nothing"));
-                }
-                session.handle_timeout(now());
+            Update::Received(_) => continue, // alice logs what she sends
+            Update::Refused(e) => {
+                t.say("bob", format!("refused a message: {e}"));
+                continue;
             }
+            Update::Event(e) => e,
+            _ => continue,
+        };
+        log_event(&t, "bob", &event);
+        match event {
+            Event::Secure { fingerprint, ssid, .. } => {
+                seen.peer = Some(fingerprint);
+                seen.ssid = Some(ssid.to_string());
+            }
+            Event::SmpRequest { .. } => {
+                t.say("bob", format!("answers \"{ANSWER}\""));
+                conv.smp_respond(ANSWER.as_bytes()).await?;
+            }
+            Event::SmpSucceeded { fingerprint, .. } => seen.smp_succeeded = Some(fingerprint),
+            Event::Message { text, encrypted, .. } => {
+                seen.received.push((text, encrypted));
+                if let Some(line) = BOB_LINES.get(replied) {
+                    t.say("bob", format!("types \"{line}\""));
+                    conv.send(line).await?;
+                    replied += 1;
+                }
+            }
+            Event::ExtraSymmetricKey { key, .. } => seen.symkey = Some(*key),
+            Event::RemoteEnded { .. } => {
+                seen.ended = true;
+                t.say("bob", "/end (acknowledges the end)");
+                conv.end().await?;
+            }
+            _ => {}
         }
     }
-    client.close().await;
+    conv.close().await?;
     Ok(seen)
 }
 

@@ -15,7 +15,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use otr_relay::accounts::{self, Argon2Params};
-use otr_relay::{Client, ClientConfig, Limits, Server, ServerConfig};
+use otr_relay::{Limits, Server, ServerConfig};
+use otr_relay_client::ClientConfig;
+use otr_relay_client::tokio_client::Client;
 
 fn arg(name: &str, default: usize) -> usize {
     let args: Vec<String> = std::env::args().collect();

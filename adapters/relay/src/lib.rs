@@ -1,4 +1,4 @@
-//! otr-relay: the reference relay for otr-rs, and its client.
+//! otr-relay: the reference relay for otr-rs (the server).
 //!
 //! The relay is a store-and-forward server for opaque strings (OTR messages): clients log in
 //! with an account name and secret over TLS 1.3, send messages to other accounts, and receive
@@ -6,25 +6,22 @@
 //! sees plaintext: clients run OTR end to end (the demo uses the REQUIRE_ENCRYPTION policy).
 //!
 //! - [`server`]: [`Server`], its [`Limits`], and [`ServerHandle`] for running it in-process.
-//! - [`client`]: [`Client`] with a pinned certificate fingerprint (tokio).
-//! - `futures_client` (feature `futures-io`): the same client protocol for async-std, smol
-//!   and other futures-io runtimes, as a framing for an `otr_futures::Conversation`.
-//! - [`proto`]: the frames on the wire.
+//! - [`proto`]: the frames on the wire (otr-relay-client's, re-exported).
 //! - [`accounts`]: the accounts file (Argon2id hashes only).
-//! - [`tls`]: certificates and the pin.
+//! - [`tls`]: the server's certificate; [`CertFingerprint`] is what clients pin.
+//!
+//! Clients depend on `otr-relay-client` (frames, login, the pin, a framing for otr-futures
+//! and otr-tokio conversations, a tokio client for many peers), which has none of this
+//! crate's server dependencies (redb, rcgen, clap, argon2).
 #![warn(missing_docs)]
 
 pub mod accounts;
-pub mod client;
 mod files;
-#[cfg(feature = "futures-io")]
-pub mod futures_client;
-pub mod proto;
 pub mod server;
 mod store;
 pub mod tls;
 
-pub use client::{Client, ClientConfig, ClientError, Delivery, Inbox};
-pub use proto::ErrorCode;
+pub use otr_relay_client::proto;
+pub use otr_relay_client::proto::ErrorCode;
 pub use server::{Limits, Observer, Server, ServerConfig, ServerError, ServerHandle, StoreEvent};
 pub use tls::CertFingerprint;

@@ -16,9 +16,9 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use otr_relay::accounts::{self, AccountError, Argon2Params};
-use otr_relay::client::connect_tls_with;
 use otr_relay::proto::{self, ClientFrame, PROTOCOL_VERSION, ServerFrame};
 use otr_relay::{CertFingerprint, ErrorCode, Limits, Server, ServerConfig, ServerHandle};
+use otr_relay_client::tokio_client::connect_tls_with;
 use tokio::net::{TcpSocket, TcpStream};
 
 const BIN: &str = env!("CARGO_BIN_EXE_otr-relay");

@@ -12,7 +12,8 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use common::*;
-use otr_relay::{Client, ClientConfig};
+use otr_relay_client::ClientConfig;
+use otr_relay_client::tokio_client::Client;
 
 const BIN: &str = env!("CARGO_BIN_EXE_otr-relay");
 

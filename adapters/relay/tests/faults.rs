@@ -8,9 +8,11 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use otr_relay::client::{connect_tls, connect_tls_with};
 use otr_relay::proto::{self, ClientFrame, PROTOCOL_VERSION, ServerFrame};
-use otr_relay::{CertFingerprint, Client, ClientError, ErrorCode, Limits, ServerHandle};
+use otr_relay::{CertFingerprint, ErrorCode, Limits, ServerHandle};
+use otr_relay_client::ClientError;
+use otr_relay_client::tokio_client::Client;
+use otr_relay_client::tokio_client::{connect_tls, connect_tls_with};
 use tokio::io::AsyncWriteExt;
 
 type Tls = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;

@@ -8,8 +8,9 @@ mod common;
 use common::*;
 use otr::{DsaKeyPair, Event, InstanceTag, Policy, Session, SessionConfig, SystemRng, Timestamp};
 use otr_futures::{Conversation, Update};
-use otr_relay::futures_client::{RelayFraming, connect_tls};
-use otr_relay::{CertFingerprint, ClientConfig, ClientError, ErrorCode};
+use otr_relay::{CertFingerprint, ErrorCode};
+use otr_relay_client::futures_client::{RelayFraming, connect_tls};
+use otr_relay_client::{ClientConfig, ClientError};
 
 fn session(name: &str) -> Session {
     let mut rng = otr::system_rng();

@@ -11,7 +11,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use otr_relay::{CertFingerprint, Client, ClientConfig};
+use otr_relay::CertFingerprint;
+use otr_relay_client::ClientConfig;
+use otr_relay_client::tokio_client::Client;
 
 const BIN: &str = env!("CARGO_BIN_EXE_otr-relay");
 const ARGON2: [&str; 4] = ["--argon2-memory-kib", "64", "--argon2-iterations", "1"];

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use otr::{DsaKeyPair, Event, InstanceTag, Policy, Sent, Session, SessionConfig, SystemRng, Timestamp};
-use otr_relay::{Client, Delivery, Inbox};
+use otr_relay_client::tokio_client::{Client, Delivery, Inbox};
 
 struct Peer {
     name: &'static str,

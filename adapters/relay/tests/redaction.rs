@@ -2,8 +2,9 @@
 //! with the account secret in it, so logging a configuration (or a login frame) leaked it.
 #![allow(clippy::unwrap_used)]
 
+use otr_relay::CertFingerprint;
 use otr_relay::proto::{ClientFrame, PROTOCOL_VERSION};
-use otr_relay::{CertFingerprint, ClientConfig};
+use otr_relay_client::ClientConfig;
 
 const SECRET: &str = "correct horse battery staple";
 

@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::*;
-use otr_relay::{Client, ClientError, ErrorCode, Limits};
+use otr_relay::{ErrorCode, Limits};
+use otr_relay_client::ClientError;
+use otr_relay_client::tokio_client::Client;
 
 async fn server(dir: &Path, limits: Limits) -> otr_relay::ServerHandle {
     for n in ["alice", "bob"] {
@@ -22,7 +24,12 @@ async fn server(dir: &Path, limits: Limits) -> otr_relay::ServerHandle {
 }
 
 /// Receives and acknowledges deliveries until the store is empty (bounded by `recv`'s timeout).
-async fn drain(h: &otr_relay::ServerHandle, bob: &Client, inbox: &mut otr_relay::Inbox, n: usize) {
+async fn drain(
+    h: &otr_relay::ServerHandle,
+    bob: &Client,
+    inbox: &mut otr_relay_client::tokio_client::Inbox,
+    n: usize,
+) {
     for _ in 0..n {
         let d = recv(inbox, 5).await;
         bob.ack(d.seq).await.unwrap();

@@ -15,7 +15,7 @@ use common::*;
 use futures_lite::FutureExt;
 use otr::{DsaKeyPair, InstanceTag, Policy, Session, SessionConfig};
 use otr_futures::Conversation;
-use otr_relay::futures_client::{RelayFraming, connect_tls};
+use otr_relay_client::futures_client::{RelayFraming, connect_tls};
 
 #[tokio::test]
 async fn a_strangers_flood_does_not_stall_a_conversation() {

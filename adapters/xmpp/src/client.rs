@@ -1,4 +1,5 @@
-//! The client: one task that owns the XMPP stream and one OTR [`Session`] per contact, and
+//! The client: one task that owns the XMPP stream and one OTR [`Session`] per contact (in one
+//! otr-driver `Driver`: one timer queue, one pump), and
 //! the handle ([`Client`]) and event stream ([`Events`]) the application holds.
 
 use std::pin::Pin;
@@ -514,9 +515,10 @@ impl Task {
         Timestamp(u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX))
     }
 
-    /// The earliest time a session wants [`Session::handle_timeout`].
-    fn next_timeout(&self) -> Option<Instant> {
-        let due = self.peers.iter().filter_map(|(_, s)| s.poll_timeout()).min()?;
+    /// The earliest time a session wants [`Session::handle_timeout`] (the driver's one
+    /// timer queue).
+    fn next_timeout(&mut self) -> Option<Instant> {
+        let due = self.peers.driver().poll_timeout()?;
         Some(self.epoch + Duration::from_millis(due.0))
     }
 
@@ -531,10 +533,9 @@ impl Task {
                 cmd = self.commands.recv() => match cmd {
                     Some(Command::Session { to, job }) => {
                         let now = self.now();
-                        let config = &self.config;
-                        let session = self.peers.user(&to, || new_session(config));
-                        job(session, now, &mut self.rng);
-                        self.flush(&to).await;
+                        let (config, rng) = (&self.config, &mut self.rng);
+                        self.peers.user(&to, || new_session(config), |s| job(s, now, rng));
+                        self.flush().await;
                     }
                     Some(Command::Look { to, look }) => look(self.peers.get(&to)),
                     Some(Command::Close { done }) => {
@@ -554,41 +555,31 @@ impl Task {
                 },
                 () = sleep_until(deadline) => {
                     let now = self.now();
-                    let due: Vec<BareJid> = self
-                        .peers
-                        .iter()
-                        .filter(|(_, s)| s.poll_timeout().is_some_and(|t| t <= now))
-                        .map(|(j, _)| j.clone())
-                        .collect();
-                    for jid in due {
-                        if let Some(s) = self.peers.get_mut(&jid) {
-                            s.handle_timeout(now);
-                        }
-                        self.flush(&jid).await;
-                    }
+                    self.peers.driver().handle_timeout(now);
+                    self.flush().await;
                 }
             }
         }
     }
 
-    /// Sends what the session with `jid` has to send, then hands its events to the application.
-    async fn flush(&mut self, jid: &BareJid) {
-        let Some(session) = self.peers.get_mut(jid) else { return };
-        let to: Jid = jid.clone().into();
+    /// Sends what the sessions have to send, each to its contact's bare JID, then hands
+    /// their events to the application.
+    async fn flush(&mut self) {
+        let driver = self.peers.driver();
         let mut out = Vec::new();
-        while let Some(t) = session.poll_transmit() {
-            out.push(t.message);
+        while let Some((jid, t)) = driver.poll_transmit() {
+            out.push((jid, t.message));
         }
         let mut events = Vec::new();
-        while let Some(e) = session.poll_event() {
+        while let Some(e) = driver.poll_event() {
             events.push(e);
         }
-        for body in out {
-            let msg = stanza::otr_message(to.clone(), body);
+        for (jid, body) in out {
+            let msg = stanza::otr_message(jid.into(), body);
             let _token = self.stream.send(Box::new(msg.into())).await;
         }
-        for event in events {
-            self.emit(ClientEvent::Otr { peer: jid.clone(), event }).await;
+        for (peer, event) in events {
+            self.emit(ClientEvent::Otr { peer, event }).await;
         }
     }
 
@@ -627,14 +618,15 @@ impl Task {
             Incoming::Body { from, body } => {
                 let jid = from.to_bare();
                 let now = self.now();
-                let config = &self.config;
-                let Some(session) = self.peers.writer(&jid, || new_session(config)) else {
+                let (config, rng) = (&self.config, &mut self.rng);
+                let Some(result) =
+                    self.peers.writer(&jid, || new_session(config), |s| s.receive(now, &body, rng))
+                else {
                     self.emit(ClientEvent::Rejected { from: Some(from), reason: Rejected::TooManyContacts })
                         .await;
                     return;
                 };
-                let result = session.receive(now, &body, &mut self.rng);
-                self.flush(&jid).await;
+                self.flush().await;
                 self.peers.trim();
                 match result {
                     // The contact's other clients see what we send to one of them (all go to
@@ -672,11 +664,9 @@ impl Task {
         let now = self.now();
         let jids: Vec<BareJid> = self.peers.iter().map(|(jid, _)| jid.clone()).collect();
         for jid in jids {
-            if let Some(s) = self.peers.get_mut(&jid) {
-                s.end(now);
-            }
-            self.flush(&jid).await;
+            self.peers.driver().with(&jid, |s| s.end(now));
         }
+        self.flush().await;
         self.stream.close().await;
     }
 }

@@ -16,30 +16,25 @@
 use std::collections::HashMap;
 
 use otr_core::Session;
+use otr_driver::Driver;
 use xmpp_parsers::jid::BareJid;
 
 /// Most bytes all strangers' fragment buffers may hold together before idle strangers are
 /// dropped (eight contacts' worth of the 8 MiB one session may hold).
 pub const STRANGER_FRAGMENT_BYTES: usize = 64 << 20;
 
-/// One contact's session, and what decides whether it may be dropped.
+/// What decides whether a contact's session may be dropped.
 struct Contact {
-    session: Session,
     /// The activity count when it last wrote to us or the user addressed it.
     last_active: u64,
     /// The user addressed this contact (sent, started, asked...): it is never dropped.
     users: bool,
 }
 
-impl Contact {
-    /// A stranger without a private conversation (with any of its clients).
-    fn droppable(&self) -> bool {
-        !self.users && !self.session.instances().any(|(_, private)| private)
-    }
-}
-
-/// Every contact with a session; see the module documentation.
+/// Every contact with a session; see the module documentation. The sessions live in one
+/// [`Driver`] (one timer queue, one pump); this type decides who gets one.
 pub(crate) struct Contacts {
+    driver: Driver<BareJid>,
     map: HashMap<BareJid, Contact>,
     max_strangers: usize,
     fragment_budget: usize,
@@ -51,38 +46,46 @@ impl Contacts {
     /// No contacts yet; at most `max_strangers` strangers, whose fragments may hold
     /// `fragment_budget` bytes together.
     pub(crate) fn new(max_strangers: usize, fragment_budget: usize) -> Self {
-        Self { map: HashMap::new(), max_strangers, fragment_budget, activity: 0 }
+        Self { driver: Driver::new(), map: HashMap::new(), max_strangers, fragment_budget, activity: 0 }
     }
 
-    /// The session with `jid`, which becomes (or stays) one of the user's contacts; `new`
-    /// makes it if there is none.
-    pub(crate) fn user(&mut self, jid: &BareJid, new: impl FnOnce() -> Session) -> &mut Session {
+    /// Runs `f` on the session with `jid`, which becomes (or stays) one of the user's
+    /// contacts; `new` makes the session if there is none.
+    pub(crate) fn user<T>(
+        &mut self,
+        jid: &BareJid,
+        new: impl FnOnce() -> Session,
+        f: impl FnOnce(&mut Session) -> T,
+    ) -> T {
         self.activity += 1;
-        let contact = self.map.entry(jid.clone()).or_insert_with(|| Contact {
-            session: new(),
-            last_active: 0,
-            users: true,
-        });
+        let contact = self.map.entry(jid.clone()).or_insert(Contact { last_active: 0, users: true });
         contact.users = true;
         contact.last_active = self.activity;
-        &mut contact.session
+        self.driver.with_or_insert(jid, new, f)
     }
 
-    /// The session with `jid`, who wrote to us; `new` makes it if there is none. When
-    /// `max_strangers` strangers have sessions, the least recently active droppable one makes
-    /// room. `None`: every stranger's session holds a private conversation.
-    pub(crate) fn writer(&mut self, jid: &BareJid, new: impl FnOnce() -> Session) -> Option<&mut Session> {
+    /// Runs `f` on the session with `jid`, who wrote to us; `new` makes the session if there
+    /// is none. When `max_strangers` strangers have sessions, the least recently active
+    /// droppable one makes room. `None` (and `f` is not run): every stranger's session holds
+    /// a private conversation.
+    pub(crate) fn writer<T>(
+        &mut self,
+        jid: &BareJid,
+        new: impl FnOnce() -> Session,
+        f: impl FnOnce(&mut Session) -> T,
+    ) -> Option<T> {
         self.activity += 1;
         if !self.map.contains_key(jid) {
             let strangers = self.map.values().filter(|c| !c.users).count();
             if strangers >= self.max_strangers && !self.drop_least_active() {
                 return None;
             }
-            self.map.insert(jid.clone(), Contact { session: new(), last_active: 0, users: false });
+            self.map.insert(jid.clone(), Contact { last_active: 0, users: false });
         }
-        let contact = self.map.get_mut(jid)?;
-        contact.last_active = self.activity;
-        Some(&mut contact.session)
+        if let Some(contact) = self.map.get_mut(jid) {
+            contact.last_active = self.activity;
+        }
+        Some(self.driver.with_or_insert(jid, new, f))
     }
 
     /// Drops droppable strangers, least recently active first, while the strangers' fragment
@@ -92,33 +95,44 @@ impl Contacts {
     }
 
     fn stranger_fragment_bytes(&self) -> usize {
-        self.map.values().filter(|c| !c.users).map(|c| c.session.buffered_fragment_bytes()).sum()
+        self.strangers().map(|(_, s)| s.buffered_fragment_bytes()).sum()
     }
 
-    /// Drops the least recently active droppable stranger; false if there is none.
+    /// Strangers and their sessions.
+    fn strangers(&self) -> impl Iterator<Item = (&BareJid, &Session)> {
+        self.driver.iter().filter(|(jid, _)| self.map.get(*jid).is_some_and(|c| !c.users))
+    }
+
+    /// Drops the least recently active droppable stranger (one without a private
+    /// conversation with any of its clients); false if there is none.
     fn drop_least_active(&mut self) -> bool {
         let victim = self
-            .map
-            .iter()
-            .filter(|(_, c)| c.droppable())
-            .min_by_key(|(_, c)| c.last_active)
-            .map(|(jid, _)| jid.clone());
-        victim.is_some_and(|jid| self.map.remove(&jid).is_some())
+            .strangers()
+            .filter(|(_, s)| !s.instances().any(|(_, private)| private))
+            .filter_map(|(jid, _)| Some((self.map.get(jid)?.last_active, jid)))
+            .min_by_key(|(active, _)| *active)
+            .map(|(_, jid)| jid.clone());
+        victim.is_some_and(|jid| {
+            self.map.remove(&jid);
+            self.driver.remove(&jid).is_some()
+        })
     }
 
     /// The session with `jid`, if there is one (no activity is recorded).
     pub(crate) fn get(&self, jid: &BareJid) -> Option<&Session> {
-        self.map.get(jid).map(|c| &c.session)
+        self.driver.get(jid)
     }
 
-    /// The session with `jid`, if there is one, to flush or time out (no activity is recorded).
-    pub(crate) fn get_mut(&mut self, jid: &BareJid) -> Option<&mut Session> {
-        self.map.get_mut(jid).map(|c| &mut c.session)
+    /// The driver, to pump (transmits, events, timeouts) and to run actions on contacts that
+    /// already have a session (no activity is recorded). Add and drop sessions through
+    /// `Contacts` only.
+    pub(crate) fn driver(&mut self) -> &mut Driver<BareJid> {
+        &mut self.driver
     }
 
     /// Every contact and its session.
     pub(crate) fn iter(&self) -> impl Iterator<Item = (&BareJid, &Session)> {
-        self.map.iter().map(|(jid, c)| (jid, &c.session))
+        self.driver.iter()
     }
 }
 
@@ -169,23 +183,23 @@ mod tests {
     #[test]
     fn new_strangers_replace_the_least_recently_active() {
         let mut contacts = Contacts::new(3, STRANGER_FRAGMENT_BYTES);
-        contacts.user(&jid("friend"), || session(1));
+        contacts.user(&jid("friend"), || session(1), |_| ());
         for name in ["s1", "s2", "s3"] {
-            assert!(contacts.writer(&jid(name), || session(1)).is_some());
+            assert!(contacts.writer(&jid(name), || session(1), |_| ()).is_some());
         }
         // s1 writes again: s2 is now the least recently active stranger.
-        assert!(contacts.writer(&jid("s1"), || session(1)).is_some());
-        assert!(contacts.writer(&jid("s4"), || session(1)).is_some());
+        assert!(contacts.writer(&jid("s1"), || session(1), |_| ()).is_some());
+        assert!(contacts.writer(&jid("s4"), || session(1), |_| ()).is_some());
         assert_eq!(names(&contacts), ["friend", "s1", "s3", "s4"]);
         // A flood of strangers never grows the table past the limit, nor drops the friend.
         for i in 0..20 {
-            assert!(contacts.writer(&jid(&format!("flood{i}")), || session(1)).is_some());
+            assert!(contacts.writer(&jid(&format!("flood{i}")), || session(1), |_| ()).is_some());
             assert_eq!(contacts.iter().count(), 4);
         }
         assert!(contacts.get(&jid("friend")).is_some());
         // A stranger the user answers becomes a contact of the user's, and is not counted.
-        contacts.user(&jid("flood19"), || session(1));
-        assert!(contacts.writer(&jid("s5"), || session(1)).is_some());
+        contacts.user(&jid("flood19"), || session(1), |_| ());
+        assert!(contacts.writer(&jid("s5"), || session(1), |_| ()).is_some());
         assert_eq!(contacts.iter().count(), 5);
     }
 
@@ -193,15 +207,15 @@ mod tests {
     fn private_strangers_are_kept() {
         let mut contacts = Contacts::new(2, STRANGER_FRAGMENT_BYTES);
         let mut carol = session(2);
-        make_private(contacts.writer(&jid("carol"), || session(1)).unwrap(), &mut carol);
+        contacts.writer(&jid("carol"), || session(1), |s| make_private(s, &mut carol)).unwrap();
         for i in 0..5 {
-            assert!(contacts.writer(&jid(&format!("flood{i}")), || session(1)).is_some());
+            assert!(contacts.writer(&jid(&format!("flood{i}")), || session(1), |_| ()).is_some());
         }
         assert_eq!(names(&contacts), ["carol", "flood4"]);
         // With every stranger private, a new one is refused rather than the table growing.
         let mut dave = session(3);
-        make_private(contacts.writer(&jid("flood4"), || session(1)).unwrap(), &mut dave);
-        assert!(contacts.writer(&jid("eve"), || session(1)).is_none());
+        contacts.writer(&jid("flood4"), || session(1), |s| make_private(s, &mut dave)).unwrap();
+        assert!(contacts.writer(&jid("eve"), || session(1), |_| ()).is_none());
         assert_eq!(names(&contacts), ["carol", "flood4"]);
     }
 
@@ -212,9 +226,17 @@ mod tests {
         let piece = "A".repeat(400);
         let first_half = format!("?OTR|00000100|00000000,00001,00002,{piece},");
         for name in ["s1", "s2", "s3"] {
-            let s = contacts.writer(&jid(name), || session(1)).unwrap();
-            assert!(s.receive(NOW, &first_half, &mut rng).is_ok());
-            assert!(s.buffered_fragment_bytes() >= 400);
+            let buffered = contacts
+                .writer(
+                    &jid(name),
+                    || session(1),
+                    |s| {
+                        assert!(s.receive(NOW, &first_half, &mut rng).is_ok());
+                        s.buffered_fragment_bytes()
+                    },
+                )
+                .unwrap();
+            assert!(buffered >= 400);
             contacts.trim();
         }
         // Three halves pass the budget: the oldest sender is dropped.

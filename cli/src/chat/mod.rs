@@ -24,8 +24,8 @@ use futures_lite::FutureExt;
 use otr::keystore::KdfParams;
 use otr::{InstanceTag, Policy, Session, SessionConfig};
 use otr_futures::Conversation;
-use otr_relay::futures_client::{RelayFraming, connect_tls};
-use otr_relay::{CertFingerprint, ClientConfig};
+use otr_relay_client::futures_client::{RelayFraming, connect_tls};
+use otr_relay_client::{CertFingerprint, ClientConfig};
 use rustyline::ExternalPrinter;
 use zeroize::Zeroizing;
 

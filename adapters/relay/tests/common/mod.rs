@@ -7,7 +7,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use otr_relay::accounts::{self, Argon2Params};
-use otr_relay::{Client, ClientConfig, Delivery, Inbox, Limits, Server, ServerConfig, ServerHandle};
+use otr_relay::{Limits, Server, ServerConfig, ServerHandle};
+use otr_relay_client::ClientConfig;
+use otr_relay_client::tokio_client::{Client, Delivery, Inbox};
 
 /// A directory removed on drop.
 pub struct TempDir(pub PathBuf);

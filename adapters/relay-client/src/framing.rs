@@ -1,63 +1,24 @@
-//! The relay client for futures-io runtimes (async-std, smol, ...), without tokio at run time:
-//! [`connect_tls`] opens TLS 1.3 with the pinned certificate over a TCP stream the caller
-//! opened with its runtime, and [`RelayFraming`] lets an [`otr_futures::Conversation`] talk
-//! to one peer account through the relay (login, send, deliver, ack, keep-alive), reusing
-//! [`proto`]'s frames.
-//!
-//! ```no_run
-//! # async fn demo(pin: otr_relay::CertFingerprint, session: otr::Session, rng: impl rand_core::CryptoRng)
-//! # -> Result<(), Box<dyn std::error::Error>> {
-//! use otr_relay::{ClientConfig, futures_client::{RelayFraming, connect_tls}};
-//! let config = ClientConfig::new("127.0.0.1:5443", pin, "alice", "alice's secret");
-//! let tcp = async_std::net::TcpStream::connect(&config.server).await?; // or smol's
-//! let tls = connect_tls(tcp, &config.server, config.pin).await?;
-//! let framing = RelayFraming::new(&config, "bob");
-//! let mut conv = otr_futures::Conversation::new(session, tls, framing, rng)?;
-//! conv.start().await?; // logs in, then asks bob for a private conversation
-//! # Ok(()) }
-//! ```
+//! [`RelayFraming`]: the relay's frames as an otr-driver [`Framing`], so a conversation of
+//! any adapter (otr-futures, otr-tokio) talks to one peer account through the relay. Sans-IO:
+//! the same value serves every runtime.
 //!
 //! Each delivery from the peer is acknowledged (so the relay deletes it) right after the
 //! session handled it. Deliveries from other accounts are acknowledged too and dropped
 //! (logged at debug level, without contents): the relay hands a connection a bounded window
 //! of unacknowledged deliveries, so leaving strangers' messages unacknowledged would let any
 //! account stall this conversation by sending enough of them. A client that talks to several
-//! accounts over one login uses the tokio [`Client`](crate::Client) instead.
+//! accounts over one login uses the tokio client (`tokio_client::Client`) instead.
 //!
 //! A message the relay refuses (queue full, storage full, rate limit, unknown recipient) ends
 //! the conversation with [`ClientError::Refused`], so the user learns that it did not go out;
 //! reconnect to go on.
 
-use std::sync::Arc;
+use otr_driver::{Decoded, Framing};
 
-use futures_io::{AsyncRead, AsyncWrite};
-use futures_rustls::TlsConnector;
-use futures_rustls::client::TlsStream;
-use otr_futures::{Decoded, Framing};
-
-use crate::client::{ClientConfig, ClientError, handshake_error, server_name};
+use crate::config::{ClientConfig, ClientError};
 use crate::proto::{self, ClientFrame, ErrorCode, PROTOCOL_VERSION, ServerFrame};
-use crate::tls::{CertFingerprint, PinVerifier, client_config};
 
-/// Completes a TLS 1.3 handshake over `tcp` that accepts only the certificate whose SHA-256
-/// fingerprint is `pin`; `server` is the `host:port` it was opened to.
-///
-/// # Errors
-/// [`ClientError::PinMismatch`] when the certificate differs from the pin,
-/// [`ClientError::Io`] when the handshake fails.
-pub async fn connect_tls<S>(tcp: S, server: &str, pin: CertFingerprint) -> Result<TlsStream<S>, ClientError>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    let verifier = Arc::new(PinVerifier::new(pin));
-    let tls_config = client_config(verifier.clone()).map_err(std::io::Error::other)?;
-    TlsConnector::from(tls_config)
-        .connect(server_name(server)?, tcp)
-        .await
-        .map_err(|e| handshake_error(&verifier, pin, e))
-}
-
-/// The relay's frames as an [`otr_futures::Framing`] for a conversation with one `peer`
+/// The relay's frames as an [`otr_driver::Framing`] for a conversation with one `peer`
 /// account: the greeting logs in, OTR strings go out as sends to the peer, deliveries from
 /// the peer come in (and are acknowledged), and idle connections are kept alive with pings.
 /// Its `Debug` output shows the secret as `"<redacted>"`.
@@ -86,7 +47,7 @@ impl std::fmt::Debug for RelayFraming {
 
 impl RelayFraming {
     /// Logs in as `config.account` and talks to `peer`; uses the config's keep-alive and
-    /// frame limit (its server and pin are for [`connect_tls`]).
+    /// frame limit (its server and pin are for `connect_tls`).
     pub fn new(config: &ClientConfig, peer: impl Into<String>) -> Self {
         Self {
             account: config.account.clone(),
@@ -122,6 +83,11 @@ impl Framing for RelayFraming {
         };
         out.extend(proto::encode(&login)?);
         Ok(())
+    }
+
+    /// A new connection must log in again.
+    fn reset(&mut self) {
+        self.logged_in = false;
     }
 
     fn encode(&mut self, message: &str, out: &mut Vec<u8>) -> Result<(), ClientError> {
@@ -178,6 +144,7 @@ impl Framing for RelayFraming {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use crate::CertFingerprint;
 
     fn framing() -> RelayFraming {
         let pin = CertFingerprint([0; 32]);
@@ -227,6 +194,27 @@ mod tests {
         // Carol's message is acknowledged and dropped: unacknowledged, enough of them would
         // fill the relay's delivery window and stall the conversation with bob.
         assert_eq!(acked, [ClientFrame::Ack { seq: 5 }, ClientFrame::Ack { seq: 6 }]);
+    }
+
+    #[test]
+    fn a_new_connection_logs_in_again() {
+        let mut f = framing();
+        let mut buf = server(&[ServerFrame::Welcome { version: PROTOCOL_VERSION, pending: 0 }]);
+        assert!(matches!(f.decode(&mut buf, &mut Vec::new()), Ok(Decoded::Consumed)));
+        assert!(f.logged_in());
+        f.reset();
+        assert!(!f.logged_in());
+        let mut out = Vec::new();
+        f.hello(&mut out).unwrap();
+        let p = proto::take_frame(&mut out, 1 << 16).unwrap().unwrap();
+        assert!(matches!(proto::decode::<ClientFrame>(&p).unwrap(), ClientFrame::Login { .. }));
+        // The new connection's welcome is accepted (a second one on one connection is not).
+        let mut buf = server(&[
+            ServerFrame::Welcome { version: PROTOCOL_VERSION, pending: 3 },
+            ServerFrame::Welcome { version: PROTOCOL_VERSION, pending: 3 },
+        ]);
+        assert!(matches!(f.decode(&mut buf, &mut Vec::new()), Ok(Decoded::Consumed)));
+        assert!(matches!(f.decode(&mut buf, &mut Vec::new()), Err(ClientError::Protocol(_))));
     }
 
     #[test]

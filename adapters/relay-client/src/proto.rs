@@ -7,6 +7,7 @@
 //! (OTR messages): the relay never interprets them.
 
 use serde::{Deserialize, Serialize};
+#[cfg(feature = "tokio")]
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// The protocol version this crate speaks.
@@ -181,7 +182,7 @@ pub fn encode<T: Serialize>(frame: &T) -> Result<Vec<u8>, FrameError> {
     Ok(out)
 }
 
-/// Decodes a payload read by [`read_frame`].
+/// Decodes a frame payload (as `read_frame` or [`take_frame`] return it).
 ///
 /// # Errors
 /// [`FrameError::Decode`] when `payload` is not exactly one valid frame.
@@ -192,11 +193,12 @@ pub fn decode<'a, T: Deserialize<'a>>(payload: &'a [u8]) -> Result<T, FrameError
     }
 }
 
-/// Reads one frame payload of at most `limit` bytes.
+/// Reads one frame payload of at most `limit` bytes (feature `tokio`).
 ///
 /// # Errors
 /// [`FrameError::TooLarge`] before reading any payload when the announced length exceeds
 /// `limit`; [`FrameError::Io`] when the stream ends or fails, also in the middle of a frame.
+#[cfg(feature = "tokio")]
 pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R, limit: usize) -> Result<Vec<u8>, FrameError> {
     let mut head = [0u8; 4];
     r.read_exact(&mut head).await?;
@@ -233,10 +235,11 @@ pub fn take_frame(buf: &mut Vec<u8>, limit: usize) -> Result<Option<Vec<u8>>, Fr
     Ok(Some(payload))
 }
 
-/// Writes one encoded frame and flushes.
+/// Writes one encoded frame and flushes (feature `tokio`).
 ///
 /// # Errors
 /// [`FrameError::Io`] when the stream fails.
+#[cfg(feature = "tokio")]
 pub async fn write_frame<W: AsyncWrite + Unpin, T: Serialize>(
     w: &mut W,
     frame: &T,
@@ -288,6 +291,7 @@ mod tests {
         assert!(matches!(take_frame(&mut huge, DEFAULT_MAX_FRAME), Err(FrameError::TooLarge { .. })));
     }
 
+    #[cfg(feature = "tokio")]
     #[tokio::test]
     async fn oversized_frame_is_refused_before_reading() {
         let mut input: &[u8] = &100_000_000u32.to_be_bytes();

@@ -1,13 +1,14 @@
-//! The real clock a [`Conversation`](crate::Conversation) gives its session, and its timers.
+//! Real (or accelerated) time as the engine's [`Timestamp`]s, for adapters that own timers.
+//!
+//! The driver never reads a clock; adapters do, through this one type, so that every runtime
+//! maps time the same way and a conversation carries its clock across reconnects.
 
 use std::time::{Duration, Instant};
 
-use async_io::Timer;
 use otr_core::Timestamp;
 
-/// Monotonic milliseconds since the clock was made, as the engine's [`Timestamp`]s, and
-/// timers at such instants (async-io timers: they work under async-std, smol or any other
-/// executor, without tokio).
+/// Monotonic milliseconds since the clock was made, as the engine's [`Timestamp`]s, and the
+/// real instants at which it reaches a given timestamp (for the adapter's timers).
 ///
 /// [`Clock::new`] runs at real speed. [`Clock::accelerated`] runs `speed` times faster, so a
 /// test or a demo sees a 60-second heartbeat after 60 ms of real time while every timer is
@@ -44,15 +45,10 @@ impl Clock {
 
     /// The real instant at which this clock reads `t` (rounded up, so a timer set for it
     /// never fires before the clock reaches `t`).
-    pub(crate) fn instant_of(&self, t: Timestamp) -> Instant {
+    pub fn instant_of(&self, t: Timestamp) -> Instant {
         let speed = u64::from(self.speed);
         let real_ms = t.0.div_ceil(speed);
         self.origin.checked_add(Duration::from_millis(real_ms)).unwrap_or_else(far_future)
-    }
-
-    /// A timer that fires when this clock reads `t`.
-    pub(crate) fn timer_at(&self, t: Timestamp) -> Timer {
-        Timer::at(self.instant_of(t))
     }
 }
 

@@ -1,8 +1,11 @@
-//! The relay client: connect with a pinned certificate, log in, send, receive, ack.
+//! The tokio relay client (feature `tokio`): connect with a pinned certificate, log in, send,
+//! receive, ack, for any number of peer accounts over one login. For one conversation over
+//! the relay, [`connect_tls`] and [`RelayFraming`](crate::RelayFraming) with otr-tokio's
+//! `Conversation` are simpler.
 //!
 //! ```no_run
-//! # async fn demo(pin: otr_relay::CertFingerprint) -> Result<(), otr_relay::ClientError> {
-//! use otr_relay::client::{Client, ClientConfig};
+//! # async fn demo(pin: otr_relay_client::CertFingerprint) -> Result<(), otr_relay_client::ClientError> {
+//! use otr_relay_client::{ClientConfig, tokio_client::Client};
 //! let config = ClientConfig::new("127.0.0.1:5443", pin, "alice", "alice's secret");
 //! let (client, mut inbox) = Client::connect(config).await?;
 //! client.send("bob", 1, "?OTRv3?").await?; // returns once the relay stored it
@@ -28,137 +31,16 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rustls::pki_types::ServerName;
 use tokio::io::{AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
+use crate::config::{ClientConfig, ClientError};
+use crate::pin::CertFingerprint;
 use crate::proto::{self, ClientFrame, ErrorCode, FrameError, PROTOCOL_VERSION, ServerFrame};
-use crate::tls::{CertFingerprint, PinVerifier, client_config};
-
-/// How to reach and log in to a relay. Its `Debug` output shows `secret: "<redacted>"`, so
-/// a configuration can be logged without giving the account away.
-#[derive(Clone)]
-pub struct ClientConfig {
-    /// `host:port` of the relay.
-    pub server: String,
-    /// The SHA-256 fingerprint of the relay's certificate, as it printed at start.
-    pub pin: CertFingerprint,
-    /// The account name.
-    pub account: String,
-    /// The account secret.
-    pub secret: String,
-    /// Time allowed for TCP connect, TLS handshake and login together.
-    pub connect_timeout: Duration,
-    /// A ping is sent after this long without sending anything (keep it below the server's
-    /// idle timeout).
-    pub keepalive: Duration,
-    /// Deliveries buffered for the application (keep it above the server's delivery window).
-    pub inbox_capacity: usize,
-    /// The largest frame accepted from the server.
-    pub max_frame_bytes: usize,
-}
-
-impl std::fmt::Debug for ClientConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ClientConfig")
-            .field("server", &self.server)
-            .field("pin", &self.pin)
-            .field("account", &self.account)
-            .field("secret", &crate::proto::REDACTED)
-            .field("connect_timeout", &self.connect_timeout)
-            .field("keepalive", &self.keepalive)
-            .field("inbox_capacity", &self.inbox_capacity)
-            .field("max_frame_bytes", &self.max_frame_bytes)
-            .finish()
-    }
-}
-
-impl ClientConfig {
-    /// A configuration with default timeouts.
-    pub fn new(
-        server: impl Into<String>,
-        pin: CertFingerprint,
-        account: impl Into<String>,
-        secret: impl Into<String>,
-    ) -> Self {
-        Self {
-            server: server.into(),
-            pin,
-            account: account.into(),
-            secret: secret.into(),
-            connect_timeout: Duration::from_secs(10),
-            keepalive: Duration::from_secs(30),
-            inbox_capacity: 1024,
-            max_frame_bytes: 2 * proto::DEFAULT_MAX_FRAME,
-        }
-    }
-}
-
-/// What can go wrong talking to the relay.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ClientError {
-    /// The server's certificate is not the pinned one: possibly a different server, or
-    /// someone in between. Do not continue.
-    #[error(
-        "the relay's certificate does not match the pinned fingerprint\n  expected {expected}\n  presented {presented}"
-    )]
-    PinMismatch {
-        /// The pin.
-        expected: CertFingerprint,
-        /// What the server presented.
-        presented: CertFingerprint,
-    },
-    /// Connecting, the handshake or login took too long.
-    #[error("timed out connecting to the relay")]
-    Timeout,
-    /// The network or TLS failed.
-    #[error("connection: {0}")]
-    Io(#[from] std::io::Error),
-    /// The relay refused the login (unknown account, wrong secret, too many attempts, version).
-    #[error("login refused ({code:?}): {message}")]
-    Login {
-        /// Why.
-        code: ErrorCode,
-        /// The server's explanation.
-        message: String,
-    },
-    /// The relay refused one message (queue full, rate limit, unknown recipient, ...).
-    #[error("message refused ({code:?}): {message}")]
-    Refused {
-        /// Why.
-        code: ErrorCode,
-        /// The server's explanation.
-        message: String,
-    },
-    /// The relay closed the connection with an error.
-    #[error("the relay closed the connection ({code:?}): {message}")]
-    Server {
-        /// Why.
-        code: ErrorCode,
-        /// The server's explanation.
-        message: String,
-    },
-    /// The relay sent something this client does not understand.
-    #[error("protocol error: {0}")]
-    Protocol(&'static str),
-    /// The connection is closed.
-    #[error("connection closed")]
-    Closed,
-}
-
-impl From<FrameError> for ClientError {
-    fn from(e: FrameError) -> Self {
-        match e {
-            FrameError::Io(e) => Self::Io(e),
-            FrameError::TooLarge { .. } => Self::Protocol("oversized frame from the relay"),
-            _ => Self::Protocol("undecodable frame from the relay"),
-        }
-    }
-}
+use crate::verifier::{PinVerifier, client_config, handshake_error, server_name};
 
 /// A message delivered by the relay.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -332,28 +214,6 @@ async fn connect_tls_over(
 ) -> Result<TlsStream<TcpStream>, ClientError> {
     let name = server_name(server)?;
     TlsConnector::from(tls_config).connect(name, tcp).await.map_err(|e| handshake_error(verifier, pin, e))
-}
-
-/// What a failed handshake means: a pin mismatch if the verifier saw one, else the I/O error.
-pub(crate) fn handshake_error(
-    verifier: &PinVerifier,
-    pin: CertFingerprint,
-    e: std::io::Error,
-) -> ClientError {
-    match verifier.mismatch() {
-        Some(presented) => ClientError::PinMismatch { expected: pin, presented },
-        None => ClientError::Io(e),
-    }
-}
-
-/// The TLS server name for `server` (`host:port`). It is not checked (the pin is), but TLS
-/// wants one: an IP address or a DNS name.
-pub(crate) fn server_name(server: &str) -> std::io::Result<ServerName<'static>> {
-    let host = server.rsplit_once(':').map_or(server, |(h, _)| h);
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    ServerName::try_from(host.to_string())
-        .or_else(|_| ServerName::try_from("otr-relay".to_string()))
-        .map_err(std::io::Error::other)
 }
 
 async fn read_loop(

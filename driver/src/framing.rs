@@ -1,10 +1,11 @@
 //! How transport messages (OTR strings) travel as bytes on a stream.
 //!
-//! A [`Conversation`](crate::Conversation) reads bytes into a buffer and asks its [`Framing`]
-//! to cut messages off the front; it writes what the framing encodes. [`LengthPrefixed`] is
-//! the plain choice for a socket between two peers; a service with its own protocol (the
-//! otr-relay client's futures-io flavour, for one) implements [`Framing`] too, and may answer
-//! frames itself (acknowledgements, keep-alives) without the conversation knowing.
+//! A [`Link`](crate::Link) (and so every adapter's conversation) keeps the bytes read in a
+//! buffer and asks its [`Framing`] to cut messages off the front; it writes what the framing
+//! encodes. [`LengthPrefixed`] is the plain choice for a socket between two peers; a service
+//! with its own protocol (otr-relay-client's `RelayFraming`, for one) implements [`Framing`]
+//! too, and may answer frames itself (acknowledgements, keep-alives) without the conversation
+//! knowing. Framing is sans-IO: the same value serves every runtime.
 
 /// What [`Framing::decode`] found at the front of the buffer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,7 +24,9 @@ pub trait Framing {
     /// The framing's error type (a frame too large, a refusal by a server, ...).
     type Error: std::error::Error + Send + Sync + 'static;
 
-    /// Bytes to write once, before anything else (a login, a greeting). None by default.
+    /// Bytes to write once per connection, before anything else (a login, a greeting). None
+    /// by default. Called again (after [`reset`](Self::reset)) when the conversation moves to
+    /// a new transport.
     ///
     /// # Errors
     /// If the greeting cannot be encoded.
@@ -31,6 +34,10 @@ pub trait Framing {
         let _ = out;
         Ok(())
     }
+
+    /// Forgets the state of the previous connection (a login's answer, half-read frames)
+    /// before [`hello`](Self::hello) is asked again for a new transport. Nothing by default.
+    fn reset(&mut self) {}
 
     /// Appends the bytes that carry `message` to `out`.
     ///
