@@ -3,10 +3,11 @@
 //! any harness can run our engine against another implementation. `cargo run --example
 //! otr-peer -- ARGS` runs the same code.
 
+use std::collections::VecDeque;
 use std::io::{self, BufRead, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -14,6 +15,8 @@ use otr::keystore::KdfParams;
 use otr::{DsaKeyPair, Event, InstanceTag, Policy, Sent, Session, SessionConfig, SnapshotDir, Timestamp};
 
 use crate::secrets::open_for_account;
+
+mod relay;
 
 /// The protocol name under which `otr peer --state-dir` keeps its account's key.
 const PROTOCOL: &str = "otr-peer";
@@ -47,6 +50,16 @@ pub struct Args {
     /// Without --keyfile the long-term key is kept there too.
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
+    /// Carry the transport messages through an otr-relay at HOST:PORT, logged in as
+    /// --account, instead of `net` lines on stdio; reconnects by itself.
+    #[arg(long, value_name = "HOST:PORT", requires_all = ["pin", "secret_file"])]
+    pub relay: Option<String>,
+    /// The relay certificate's SHA-256 (64 hex digits, colons allowed), as the relay prints it.
+    #[arg(long, value_name = "SHA256HEX", requires = "relay")]
+    pub pin: Option<otr_relay_client::CertFingerprint>,
+    /// A file whose first line is --account's relay secret.
+    #[arg(long, value_name = "FILE", requires = "relay")]
+    pub secret_file: Option<PathBuf>,
 }
 
 /// The policies of the peer protocol's `--policy`.
@@ -77,6 +90,8 @@ struct Peer {
     start: Instant,
     out: io::StdoutLock<'static>,
     state: Option<State>,
+    /// With a transport of our own (--relay): transmits wait here instead of `net` lines.
+    outbox: Option<VecDeque<String>>,
 }
 
 /// Where `--state-dir` keeps the conversation.
@@ -145,10 +160,72 @@ impl Peer {
         }
     }
 
+    /// Handles one command line; false for `quit`.
+    fn step(&mut self, line: &str) -> bool {
+        let line = line.trim_end_matches('\r');
+        let (cmd, arg) = match line.split_once(' ') {
+            Some((c, a)) => (c, Some(a)),
+            None => (line, None),
+        };
+        if cmd == "quit" {
+            return false;
+        }
+        if cmd.is_empty() {
+            return true;
+        }
+        self.timers();
+        let result = self.command(cmd, arg);
+        // Saved before anything is shown or sent: a crash after a text was shown must not
+        // let the restored conversation accept that text again.
+        self.persist();
+        self.drain();
+        if let Err(e) = result {
+            self.line(&format!("error {}", one_line(&e)));
+        }
+        true
+    }
+
+    /// A transport message from the remote account, carried by our own transport.
+    fn deliver(&mut self, msg: &str) {
+        self.timers();
+        let now = self.now();
+        let result = self.session.receive(now, msg, &mut self.rng);
+        self.persist();
+        self.drain();
+        if let Err(e) = result {
+            self.line(&format!("error {}", one_line(&e.to_string())));
+        }
+    }
+
+    /// A timer fell due with no command or message: run it and show what it did.
+    fn tick(&mut self) {
+        self.timers();
+        self.persist();
+        self.drain();
+    }
+
+    /// When `t` is, on tokio's clock.
+    fn instant_of(&self, t: Timestamp) -> tokio::time::Instant {
+        tokio::time::Instant::from_std(self.start) + Duration::from_millis(t.0)
+    }
+
+    /// Runs the session's timers that fell due (heartbeats, resynchronisation, fragments).
+    fn timers(&mut self) {
+        let now = self.now();
+        if self.session.poll_timeout().is_some_and(|due| due <= now) {
+            self.session.handle_timeout(now);
+        }
+    }
+
     fn drain(&mut self) {
         while let Some(t) = self.session.poll_transmit() {
-            let l = format!("net {}", B64.encode(t.message));
-            self.line(&l);
+            match &mut self.outbox {
+                Some(queue) => queue.push_back(t.message),
+                None => {
+                    let l = format!("net {}", B64.encode(t.message));
+                    self.line(&l);
+                }
+            }
         }
         let mut ended = false;
         while let Some(e) = self.session.poll_event() {
@@ -277,36 +354,26 @@ pub fn main(args: Args) -> ExitCode {
         start: Instant::now(),
         out: io::stdout().lock(),
         state,
+        outbox: args.relay.is_some().then(VecDeque::new),
     };
     let fp = peer.session.identity().fingerprint();
     peer.line(&format!("ready {fp}"));
     peer.resume(key);
+    if let Some(relay) = relay::Relay::from_args(&args) {
+        return match relay {
+            Ok(relay) => relay.run(peer),
+            Err(e) => {
+                eprintln!("otr peer: {e}");
+                ExitCode::from(1)
+            }
+        };
+    }
     // Read bytes, not `lines()`: a line that is not UTF-8 (a broken driver) must not end us.
     for line in io::stdin().lock().split(b'\n') {
         let Ok(line) = line else { break };
-        let line = String::from_utf8_lossy(&line);
-        let line = line.trim_end_matches('\r');
-        let (cmd, arg) = match line.split_once(' ') {
-            Some((c, a)) => (c, Some(a)),
-            None => (line, None),
-        };
-        if cmd == "quit" {
+        if !peer.step(&String::from_utf8_lossy(&line)) {
             break;
         }
-        if cmd.is_empty() {
-            continue;
-        }
-        // Timers that fell due while we waited for this line (heartbeats, resync, fragments).
-        let now = peer.now();
-        if peer.session.poll_timeout().is_some_and(|due| due <= now) {
-            peer.session.handle_timeout(now);
-        }
-        if let Err(e) = peer.command(cmd, arg) {
-            peer.drain();
-            peer.line(&format!("error {}", one_line(&e)));
-        }
-        peer.drain();
-        peer.persist();
     }
     ExitCode::SUCCESS
 }
