@@ -20,6 +20,7 @@ mod files;
 #[cfg(feature = "futures-io")]
 pub mod futures_client;
 pub mod proto;
+pub mod push;
 pub mod server;
 mod store;
 pub mod tls;
