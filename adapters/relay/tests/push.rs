@@ -480,3 +480,83 @@ async fn private_addresses_are_refused_without_connecting() {
     assert_eq!(outcome(&mut outcomes).await.outcome, PushOutcome::Refused(RefuseReason::Insecure));
     assert_eq!(ep.connections.load(Ordering::SeqCst), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_device_of_an_account_is_woken_once_per_window() {
+    let mut ep = endpoint(None).await;
+    let phone = PushEndpoint::unified_push(&ep.url("/up/bob-phone")).unwrap();
+    let tablet = PushEndpoint::unified_push(&ep.url("/up/bob-tablet")).unwrap();
+    let carol = PushEndpoint::unified_push(&ep.url("/up/carol")).unwrap();
+    let (pusher, mut outcomes) = new_pusher(test_config());
+    for _ in 0..3 {
+        for (account, e) in [("bob", &phone), ("bob", &tablet), ("carol", &carol)] {
+            let _ = pusher.wake(account, e).unwrap();
+        }
+    }
+    for _ in 0..3 {
+        assert_eq!(outcome(&mut outcomes).await.outcome, PushOutcome::Delivered);
+    }
+    let mut paths: Vec<String> = ep.drain().await.into_iter().map(|s| s.path).collect();
+    paths.sort();
+    assert_eq!(paths, ["/up/bob-phone", "/up/bob-tablet", "/up/carol"]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// https: the production path, with a test root.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_endpoints_are_verified() {
+    let made = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    let cert = made.cert.der().clone();
+    let key = rustls::pki_types::PrivateKeyDer::try_from(made.signing_key.serialize_der()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let server = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.clone()], key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, mut requests) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        for _ in 0..8 {
+            let Ok((sock, _)) = listener.accept().await else { return };
+            let Ok(mut tls) = acceptor.accept(sock).await else { continue };
+            let mut buf = vec![0u8; 8192];
+            let n = tls.read(&mut buf).await.unwrap_or(0);
+            let _ = tx.send(String::from_utf8_lossy(&buf[..n]).into_owned());
+            let _ = tls.write_all(b"HTTP/1.1 201 Created\r\ncontent-length: 0\r\n\r\n").await;
+            let _ = tls.shutdown().await;
+        }
+    });
+    let url = format!("https://{addr}/up/dev");
+
+    // Trusting the test root: delivered over TLS.
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert).unwrap();
+    let client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let mut config = test_config();
+    config.allow_http = false;
+    config.tls = Some(Arc::new(client));
+    let (pusher, mut outcomes) = new_pusher(config);
+    let e = PushEndpoint::unified_push(&url).unwrap();
+    assert_eq!(pusher.wake("bob", &e), Ok(WakeStatus::Queued));
+    assert_eq!(outcome(&mut outcomes).await.outcome, PushOutcome::Delivered);
+    let head = tokio::time::timeout(Duration::from_secs(5), requests.recv()).await.unwrap().unwrap();
+    assert!(head.starts_with("POST /up/dev HTTP/1.1\r\n"), "{head}");
+
+    // With the system roots, the self-signed endpoint fails TLS: nothing is posted in clear.
+    let (system, mut outcomes) = new_pusher(test_config());
+    assert_eq!(system.wake("bob", &e), Ok(WakeStatus::Queued));
+    let r = outcome(&mut outcomes).await;
+    assert!(
+        matches!(&r.outcome, PushOutcome::Failed(FailReason::Connect(why)) if why.starts_with("tls")),
+        "{r:?}"
+    );
+}

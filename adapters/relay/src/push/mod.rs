@@ -73,8 +73,9 @@ pub const WAKE_TOPIC: &str = "otr-relay-wake";
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct PushConfig {
-    /// At most one POST per recipient account per window; later wakes in it are merged into
-    /// the one already sent (the device fetches everything waiting when it connects). 10 s.
+    /// At most one POST per recipient account (and endpoint, for an account with several
+    /// devices) per window; later wakes in it are merged into the one already sent (the device
+    /// fetches everything waiting when it connects). 10 s.
     pub window: Duration,
     /// Total time for one POST: resolve, connect, TLS, request, response headers. 5 s.
     pub timeout: Duration,

@@ -39,8 +39,8 @@ struct Shared {
 
 #[derive(Default)]
 struct State {
-    /// When each account was last woken (a POST queued), for coalescing.
-    woken: HashMap<String, Instant>,
+    /// When each (account, endpoint URL) was last woken (a POST queued), for coalescing.
+    woken: HashMap<(String, String), Instant>,
     /// Endpoints backed off after failures, by URL.
     backoff: HashMap<String, Backoff>,
 }
@@ -61,7 +61,8 @@ struct Job {
 pub enum WakeStatus {
     /// A POST is queued; its outcome will be reported.
     Queued,
-    /// The account was woken less than a window ago: merged into that wake-up, nothing sent.
+    /// The account was woken through this endpoint less than a window ago: merged into that
+    /// wake-up, nothing sent.
     Coalesced,
     /// The endpoint is backed off after a failure: nothing sent (the next message after the
     /// backoff wakes the account again).
@@ -124,9 +125,11 @@ impl Pusher {
 
     /// Wakes `account` through `endpoint`: never blocks, never waits for the network.
     ///
-    /// At most one POST per account per [`PushConfig::window`]; later wakes in the window are
-    /// merged into it ([`WakeStatus::Coalesced`]). An endpoint backed off after a failure is
-    /// skipped ([`WakeStatus::BackingOff`]).
+    /// At most one POST per account and endpoint per [`PushConfig::window`]; later wakes in
+    /// the window are merged into it ([`WakeStatus::Coalesced`]). With one endpoint per
+    /// account that is one POST per account per window; an account with several devices calls
+    /// `wake` once per device's endpoint, and each device is woken once per window. An
+    /// endpoint backed off after a failure is skipped ([`WakeStatus::BackingOff`]).
     ///
     /// # Errors
     /// [`WakeError::QueueFull`] when the bounded queue is full, [`WakeError::Stopped`] when the
@@ -141,7 +144,8 @@ impl Pusher {
         if state.backoff.len() >= PRUNE_AT {
             state.backoff.retain(|_, b| b.until > now);
         }
-        if let Some(t) = state.woken.get(account) {
+        let key = (account.to_owned(), endpoint.url().to_owned());
+        if let Some(t) = state.woken.get(&key) {
             if now.saturating_duration_since(*t) < window {
                 return Ok(WakeStatus::Coalesced);
             }
@@ -154,7 +158,7 @@ impl Pusher {
         let job = Job { account: account.to_owned(), endpoint: endpoint.clone() };
         match self.queue.try_send(job) {
             Ok(()) => {
-                state.woken.insert(account.to_owned(), now);
+                state.woken.insert(key, now);
                 Ok(WakeStatus::Queued)
             }
             Err(mpsc::error::TrySendError::Full(_)) => Err(WakeError::QueueFull),
@@ -170,14 +174,12 @@ impl Pusher {
         (!left.is_zero()).then_some(left)
     }
 
-    /// Forgets the coalescing and backoff state of `account` and `endpoint`, for when a client
-    /// registers a new endpoint or comes online.
-    pub fn forget(&self, account: &str, endpoint: Option<&PushEndpoint>) {
+    /// Forgets the coalescing and backoff state of `account` at `endpoint`, for when a client
+    /// registers its endpoint again (the next wake is sent at once).
+    pub fn forget(&self, account: &str, endpoint: &PushEndpoint) {
         let mut state = self.shared.state.lock().unwrap_or_else(PoisonError::into_inner);
-        state.woken.remove(account);
-        if let Some(e) = endpoint {
-            state.backoff.remove(e.url());
-        }
+        state.woken.remove(&(account.to_owned(), endpoint.url().to_owned()));
+        state.backoff.remove(endpoint.url());
     }
 
     /// The VAPID public key (uncompressed P-256 point) clients pass as `applicationServerKey`.
