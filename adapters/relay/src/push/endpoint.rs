@@ -3,15 +3,19 @@
 use std::fmt;
 use std::net::IpAddr;
 
+use super::{PushConfig, RefuseReason};
+
 /// The longest endpoint URL accepted (FCM and Mozilla URLs are a few hundred bytes).
 const MAX_URL: usize = 2048;
 
 /// A push endpoint registered by a client: a URL (https, or http when the [`Pusher`] allows
 /// it) and, for Web Push, the subscription's keys. Its `Debug` shows only the origin: the path
-/// of a push URL is a capability.
+/// of a push URL is a capability. It serializes (serde) as its URL and keys, and is parsed
+/// and checked again when deserialized, so it can be kept in the relay's store as is.
 ///
 /// [`Pusher`]: super::Pusher
-#[derive(Clone, PartialEq, Eq, Hash)]
+#[derive(Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "Stored", into = "Stored")]
 pub struct PushEndpoint {
     url: String,
     pub(super) parsed: Parsed,
@@ -22,6 +26,29 @@ pub struct PushEndpoint {
 struct WebPushKeys {
     p256dh: [u8; 65],
     auth: [u8; 16],
+}
+
+/// What is stored of an endpoint.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Stored {
+    url: String,
+    web_push: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl TryFrom<Stored> for PushEndpoint {
+    type Error = EndpointError;
+    fn try_from(s: Stored) -> Result<Self, EndpointError> {
+        match s.web_push {
+            None => PushEndpoint::unified_push(&s.url),
+            Some((p256dh, auth)) => PushEndpoint::web_push(&s.url, &p256dh, &auth),
+        }
+    }
+}
+
+impl From<PushEndpoint> for Stored {
+    fn from(e: PushEndpoint) -> Self {
+        Stored { url: e.url, web_push: e.keys.map(|k| (k.p256dh.to_vec(), k.auth.to_vec())) }
+    }
 }
 
 /// The parts of an endpoint URL the relay uses.
@@ -104,6 +131,26 @@ impl PushEndpoint {
     /// The Web Push keys `(p256dh, auth)`, when this is a Web Push endpoint.
     pub fn web_push_keys(&self) -> Option<(&[u8; 65], &[u8; 16])> {
         self.keys.as_ref().map(|k| (&k.p256dh, &k.auth))
+    }
+
+    /// Whether `config` would send to this endpoint, as far as can be told without a DNS
+    /// look-up: the scheme, and the address when the host is an IP literal. For refusing an
+    /// endpoint at registration; every send checks again, with the resolved addresses.
+    ///
+    /// # Errors
+    /// [`RefuseReason::Insecure`] for `http://` without [`PushConfig::allow_http`], and
+    /// [`RefuseReason::PrivateAddress`] for a forbidden literal address without
+    /// [`PushConfig::allow_private`].
+    pub fn check(&self, config: &PushConfig) -> Result<(), RefuseReason> {
+        if !self.parsed.https && !config.allow_http {
+            return Err(RefuseReason::Insecure);
+        }
+        match self.parsed.host {
+            Host::Ip(ip) if !config.allow_private && super::addr::is_forbidden(ip) => {
+                Err(RefuseReason::PrivateAddress(ip))
+            }
+            _ => Ok(()),
+        }
     }
 }
 
@@ -209,6 +256,30 @@ mod tests {
         assert_eq!(e.parsed.host, Host::Ip("::1".parse().expect("ip")));
         assert_eq!(e.origin(), "https://[::1]:9");
         assert!(!format!("{e:?}").contains("/x"), "Debug hides the path");
+    }
+
+    #[test]
+    fn stores_and_checks() {
+        let mut key = [7u8; 65];
+        key[0] = 4;
+        for e in [
+            PushEndpoint::unified_push("https://up.example/x?y").expect("valid"),
+            PushEndpoint::web_push("https://wp.example/s", &key, &[1; 16]).expect("valid"),
+        ] {
+            let bytes = postcard::to_stdvec(&e).expect("serializes");
+            assert_eq!(postcard::from_bytes::<PushEndpoint>(&bytes).expect("deserializes"), e);
+            assert_eq!(e.check(&PushConfig::default()), Ok(()));
+        }
+        let bad = postcard::to_stdvec(&Stored { url: "ftp://x".into(), web_push: None }).expect("serializes");
+        assert!(postcard::from_bytes::<PushEndpoint>(&bad).is_err(), "checked on the way in");
+
+        let config = PushConfig::default();
+        let http = PushEndpoint::unified_push("http://up.example/").expect("valid");
+        assert_eq!(http.check(&config), Err(RefuseReason::Insecure));
+        let lan = PushEndpoint::unified_push("https://192.168.0.9/").expect("valid");
+        assert!(matches!(lan.check(&config), Err(RefuseReason::PrivateAddress(_))));
+        let open = PushConfig { allow_http: true, allow_private: true, ..PushConfig::default() };
+        assert_eq!((http.check(&open), lan.check(&open)), (Ok(()), Ok(())));
     }
 
     #[test]
