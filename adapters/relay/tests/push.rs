@@ -15,8 +15,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use otr_relay::push::{
-    DropReason, FailReason, PushConfig, PushEndpoint, PushOutcome, PushReport, Pusher, RefuseReason,
-    VapidKey, WAKE_PAYLOAD, WAKE_TOPIC, WakeError, WakeStatus,
+    DropReason, FailReason, ProbeError, PushConfig, PushEndpoint, PushOutcome, PushReport, Pusher,
+    RefuseReason, VapidKey, WAKE_PAYLOAD, WAKE_TOPIC, WakeError, WakeStatus,
 };
 use ring::rand::{SecureRandom as _, SystemRandom};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -43,6 +43,7 @@ impl Seen {
 
 enum Reply {
     Status(u16, Vec<(&'static str, String)>),
+    Body(&'static str),
     Hang,
 }
 
@@ -84,10 +85,24 @@ async fn endpoint(redirect: Option<String>) -> Endpoint {
             let redirect = redirect.clone();
             tokio::spawn(async move {
                 let Some(seen) = read_request(&mut sock).await else { return };
-                let reply = reply_for(&seen.path, redirect.as_deref());
+                let reply = if seen.method == "GET" {
+                    // UnifiedPush discovery: only the /up/ paths are UnifiedPush endpoints.
+                    match seen.path.starts_with("/up/") {
+                        true => Reply::Body(r#"{"unifiedpush":{"version":1}}"#),
+                        false => Reply::Body("<html>hello</html>"),
+                    }
+                } else {
+                    reply_for(&seen.path, redirect.as_deref())
+                };
                 let _ = tx.send(seen);
                 match reply {
                     Reply::Hang => std::future::pending::<()>().await,
+                    Reply::Body(body) => {
+                        let answer =
+                            format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}", body.len());
+                        let _ = sock.write_all(answer.as_bytes()).await;
+                        let _ = sock.shutdown().await;
+                    }
                     Reply::Status(code, headers) => {
                         let mut head =
                             format!("HTTP/1.1 {code} X\r\ncontent-length: 0\r\nconnection: close\r\n");
@@ -559,4 +574,26 @@ async fn https_endpoints_are_verified() {
         matches!(&r.outcome, PushOutcome::Failed(FailReason::Connect(why)) if why.starts_with("tls")),
         "{r:?}"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Registration: the UnifiedPush discovery probe.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probe_accepts_only_unified_push_endpoints() {
+    let ep = endpoint(None).await;
+    let (pusher, _outcomes) = new_pusher(test_config());
+    let up = PushEndpoint::unified_push(&ep.url("/up/bob")).unwrap();
+    assert_eq!(pusher.probe(&up).await, Ok(()));
+    let page = PushEndpoint::unified_push(&ep.url("/index.html")).unwrap();
+    assert_eq!(pusher.probe(&page).await, Err(ProbeError::NotUnifiedPush));
+    let hang = PushEndpoint::unified_push(&ep.url("/hang")).unwrap();
+    assert_eq!(pusher.probe(&hang).await, Err(ProbeError::NotUnifiedPush), "GET /hang answers the page");
+
+    let mut config = test_config();
+    config.allow_private = false;
+    let (strict, _outcomes) = new_pusher(config);
+    let before = ep.connections.load(Ordering::SeqCst);
+    assert!(matches!(strict.probe(&up).await, Err(ProbeError::Refused(RefuseReason::PrivateAddress(_)))));
+    assert_eq!(ep.connections.load(Ordering::SeqCst), before, "no connection");
 }

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http_body_util::Full;
+use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::body::Bytes;
 use hyper::header::{self, HeaderValue};
 use hyper::{Request, StatusCode};
@@ -70,9 +70,39 @@ pub(super) async fn post(
     post: Post,
     tls: &Arc<rustls::ClientConfig>,
 ) -> Result<Answer, PostError> {
-    let fail = |what: &str, e: &dyn std::fmt::Display| {
-        PostError::Failed(FailReason::Connect(format!("{what}: {e}")))
-    };
+    let request = build(p, post).map_err(|e| connect_failed("request", &e))?;
+    let (answer, _) = send(p, addrs, request, tls, false).await?;
+    Ok(answer)
+}
+
+/// GETs the endpoint (the UnifiedPush discovery request) and reads at most `MAX_BODY` bytes of
+/// the answer. The caller bounds the time.
+pub(super) async fn get(
+    p: &Parsed,
+    addrs: &[SocketAddr],
+    tls: &Arc<rustls::ClientConfig>,
+) -> Result<(Answer, Bytes), PostError> {
+    let request = Request::get(p.path.as_str())
+        .header(header::HOST, p.authority.as_str())
+        .body(Full::new(Bytes::new()))
+        .map_err(|e| connect_failed("request", &e))?;
+    send(p, addrs, request, tls, true).await
+}
+
+/// The most of an answer's body that is read (only for discovery).
+const MAX_BODY: usize = 1024;
+
+fn connect_failed(what: &str, e: &dyn std::fmt::Display) -> PostError {
+    PostError::Failed(FailReason::Connect(format!("{what}: {e}")))
+}
+
+async fn send(
+    p: &Parsed,
+    addrs: &[SocketAddr],
+    request: Request<Full<Bytes>>,
+    tls: &Arc<rustls::ClientConfig>,
+    read_body: bool,
+) -> Result<(Answer, Bytes), PostError> {
     let mut last = None;
     let mut stream = None;
     for a in addrs {
@@ -86,23 +116,24 @@ pub(super) async fn post(
     }
     let stream = match (stream, last) {
         (Some(s), _) => s,
-        (None, Some(e)) => return Err(fail("connect", &e)),
-        (None, None) => return Err(fail("connect", &"no address")),
+        (None, Some(e)) => return Err(connect_failed("connect", &e)),
+        (None, None) => return Err(connect_failed("connect", &"no address")),
     };
     let _ = stream.set_nodelay(true);
-    let request = build(p, post).map_err(|e| fail("request", &e))?;
     if p.https {
         let name = match &p.host {
             Host::Ip(ip) => ServerName::IpAddress((*ip).into()),
-            Host::Name(n) => ServerName::try_from(n.clone()).map_err(|e| fail("server name", &e))?,
+            Host::Name(n) => {
+                ServerName::try_from(n.clone()).map_err(|e| connect_failed("server name", &e))?
+            }
         };
         let tls = tokio_rustls::TlsConnector::from(tls.clone())
             .connect(name, stream)
             .await
-            .map_err(|e| fail("tls", &e))?;
-        exchange(tls, request).await
+            .map_err(|e| connect_failed("tls", &e))?;
+        exchange(tls, request, read_body).await
     } else {
-        exchange(stream, request).await
+        exchange(stream, request, read_body).await
     }
 }
 
@@ -126,27 +157,45 @@ fn build(p: &Parsed, post: Post) -> Result<Request<Full<Bytes>>, hyper::http::Er
     b.body(Full::new(Bytes::from(post.body)))
 }
 
-async fn exchange<S>(io: S, request: Request<Full<Bytes>>) -> Result<Answer, PostError>
+async fn exchange<S>(
+    io: S,
+    request: Request<Full<Bytes>>,
+    read_body: bool,
+) -> Result<(Answer, Bytes), PostError>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let fail = |what: &str, e: hyper::Error| PostError::Failed(FailReason::Connect(format!("{what}: {e}")));
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(TokioIo::new(io)).await.map_err(|e| fail("http", e))?;
-    let send = sender.send_request(request);
-    tokio::pin!(conn);
-    tokio::pin!(send);
-    // Drive the connection and the request together; the body of the answer is never read.
-    // The connection may finish (the server closes) in the same poll that hands over the
-    // answer: then the answer, if any, is already waiting in `send`.
-    let response = tokio::select! {
-        biased;
-        r = &mut send => r,
-        _ = &mut conn => send.await,
-    }
-    .map_err(|e| fail("http", e))?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+        .await
+        .map_err(|e| connect_failed("http", &e))?;
+    // The connection runs in its own task, ended when this request ends or is cancelled (the
+    // caller's timeout).
+    let driver = tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let _driver = AbortOnDrop(driver.abort_handle());
+    let response = sender.send_request(request).await.map_err(|e| connect_failed("http", &e))?;
     let retry_after = response.headers().get(header::RETRY_AFTER).and_then(delta_seconds);
-    Ok(Answer { status: response.status(), retry_after })
+    let status = response.status();
+    let body = if read_body {
+        Limited::new(response.into_body(), MAX_BODY)
+            .collect()
+            .await
+            .map_err(|e| connect_failed("body", &e))?
+            .to_bytes()
+    } else {
+        Bytes::new()
+    };
+    Ok((Answer { status, retry_after }, body))
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// `Retry-After` in delta-seconds (an HTTP-date is ignored: the exponential backoff applies).

@@ -59,7 +59,7 @@ use std::time::Duration;
 
 pub use addr::is_forbidden;
 pub use endpoint::{EndpointError, PushEndpoint};
-pub use pusher::{PushError, Pusher, WakeError, WakeStatus};
+pub use pusher::{ProbeError, PushError, Pusher, WakeError, WakeStatus};
 pub use vapid::{VapidKey, VapidKeyError};
 
 /// The body of every wake-up (before Web Push encryption): fixed, so it says nothing.

@@ -81,6 +81,30 @@ pub enum WakeError {
     Stopped,
 }
 
+/// Why [`Pusher::probe`] did not accept an endpoint.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProbeError {
+    /// Refused without connecting.
+    #[error(transparent)]
+    Refused(RefuseReason),
+    /// The request failed.
+    #[error(transparent)]
+    Failed(FailReason),
+    /// It answered, but not as a UnifiedPush endpoint.
+    #[error("not a UnifiedPush endpoint")]
+    NotUnifiedPush,
+}
+
+impl From<PostError> for ProbeError {
+    fn from(e: PostError) -> Self {
+        match e {
+            PostError::Refused(r) => ProbeError::Refused(r),
+            PostError::Failed(f) => ProbeError::Failed(f),
+        }
+    }
+}
+
 /// A [`Pusher`] that cannot start.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -180,6 +204,44 @@ impl Pusher {
         let mut state = self.shared.state.lock().unwrap_or_else(PoisonError::into_inner);
         state.woken.remove(&(account.to_owned(), endpoint.url().to_owned()));
         state.backoff.remove(endpoint.url());
+    }
+
+    /// Checks at registration that a UnifiedPush endpoint is one: the discovery GET of the
+    /// UnifiedPush server protocol must answer 2xx with `{"unifiedpush":{"version":1}}`
+    /// (only the `"unifiedpush"` key is looked for). The same address policy, timeout and
+    /// no-redirect rule as a wake-up apply. Web Push endpoints (with keys) do not answer
+    /// this GET and are not probed: `Ok` at once. This keeps a client from turning the relay
+    /// into a POST cannon against arbitrary URLs.
+    ///
+    /// # Errors
+    /// [`ProbeError`]: refused (address, scheme), failed (network, status, redirect, timeout),
+    /// or an answer that is not UnifiedPush's.
+    pub async fn probe(&self, endpoint: &PushEndpoint) -> Result<(), ProbeError> {
+        if endpoint.web_push_keys().is_some() {
+            return Ok(());
+        }
+        let config = &self.shared.config;
+        let p = &endpoint.parsed;
+        let run = async {
+            if !p.https && !config.allow_http {
+                return Err(ProbeError::Refused(RefuseReason::Insecure));
+            }
+            let addrs = http::resolve(p, config.allow_private).await.map_err(ProbeError::from)?;
+            let (answer, body) = http::get(p, &addrs, &self.shared.tls).await.map_err(ProbeError::from)?;
+            match answer.status.as_u16() {
+                200..=299 => {}
+                s @ 300..=399 => return Err(ProbeError::Failed(FailReason::Redirect(s))),
+                s => return Err(ProbeError::Failed(FailReason::Status(s))),
+            }
+            if body.windows(13).any(|w| w == b"\"unifiedpush\"") {
+                Ok(())
+            } else {
+                Err(ProbeError::NotUnifiedPush)
+            }
+        };
+        tokio::time::timeout(config.timeout, run)
+            .await
+            .unwrap_or(Err(ProbeError::Failed(FailReason::Timeout)))
     }
 
     /// The VAPID public key (uncompressed P-256 point) clients pass as `applicationServerKey`.
