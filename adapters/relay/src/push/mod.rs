@@ -42,8 +42,11 @@
 //!         // delete report.endpoint for report.account from the store
 //!     }
 //! })?;
+//! // On registration: parse, check the policy, probe (UnifiedPush), then store it.
 //! let endpoint = PushEndpoint::unified_push("https://push.example.org/up/abc")?;
-//! pusher.wake("bob", &endpoint)?; // on storing a message for bob while bob is offline
+//! pusher.probe(&endpoint).await?;
+//! // On storing a message for bob while none of bob's devices is connected:
+//! pusher.wake("bob", &endpoint)?;
 //! # Ok(()) }
 //! ```
 
