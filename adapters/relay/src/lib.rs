@@ -9,6 +9,8 @@
 //! - [`proto`]: the frames on the wire (otr-relay-client's, re-exported).
 //! - [`accounts`]: the accounts file (Argon2id hashes only).
 //! - [`tls`]: the server's certificate; [`CertFingerprint`] is what clients pin.
+//! - [`push`]: content-free wake-ups to UnifiedPush and Web Push endpoints (not yet wired to
+//!   the message path; see docs/push.md).
 //!
 //! Clients depend on `otr-relay-client` (frames, login, the pin, a framing for otr-futures
 //! and otr-tokio conversations, a tokio client for many peers), which has none of this
@@ -17,6 +19,7 @@
 
 pub mod accounts;
 mod files;
+pub mod push;
 pub mod server;
 mod store;
 pub mod tls;
