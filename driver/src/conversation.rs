@@ -166,6 +166,17 @@ where
         self.link.session()
     }
 
+    /// Saves the session so that the conversation survives the process
+    /// ([`Session::snapshot`]: seal it before it reaches a disk, e.g. with the facade's
+    /// `otr::SnapshotDir`). Restore with [`Session::restore`] and build a new conversation
+    /// around it.
+    ///
+    /// # Errors
+    /// [`LinkError::Framing`] when what the session queued cannot be framed.
+    pub fn snapshot(&mut self) -> Result<otr_core::Snapshot, LinkError<F::Error>> {
+        self.link.act(|session, _| session.snapshot())
+    }
+
     /// The framing (e.g. whether a relay framing logged in).
     pub fn framing(&self) -> &F {
         self.link.framing()

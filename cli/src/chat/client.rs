@@ -7,7 +7,7 @@ use std::collections::VecDeque;
 
 use otr::keystore::{ContactId, Observation, Seen, Trust};
 use otr::terminal::Escaped;
-use otr::{Event, Fingerprint, Sent, Store};
+use otr::{Event, Fingerprint, Sent, SnapshotDir, Store};
 use otr_futures::{Conversation, Framing, Update};
 use zeroize::Zeroizing;
 
@@ -73,6 +73,8 @@ pub struct Chat<T, F: Framing, R> {
     /// `/smp QUESTION` was typed: the next line is the secret.
     awaiting_secret: Option<Option<String>>,
     remote_ended: bool,
+    /// Where the private conversation is saved after every change (none when ephemeral).
+    snapshots: Option<SnapshotDir>,
 }
 
 const HELP: &str = "commands: /smp [QUESTION] (then type the secret), /answer SECRET, /fingerprint, \
@@ -104,10 +106,38 @@ where
             outbox: VecDeque::new(),
             awaiting_secret: None,
             remote_ended: false,
+            snapshots: None,
         };
         chat.show(format!("You are {account}; your fingerprint {}", chat.own_fingerprint().to_human()));
         chat.show(HELP.to_string());
         chat
+    }
+
+    /// Saves the private conversation in `dir` after every change, so that a restarted client
+    /// resumes it (never call it for an ephemeral client: nothing may reach the disk).
+    pub fn keep_in(mut self, dir: SnapshotDir) -> Self {
+        self.snapshots = Some(dir);
+        self
+    }
+
+    /// Saves the private conversation, or deletes the saved one when there is none; a failure
+    /// is shown, and the conversation goes on in memory.
+    fn persist(&mut self) {
+        let Some(dir) = &self.snapshots else { return };
+        let account = self.contact.account.clone();
+        let result = if self.conv.session().private_with().is_some() {
+            match self.conv.snapshot() {
+                Ok(snapshot) => dir
+                    .save(&account, &self.peer, snapshot.as_bytes(), &mut otr::system_rng())
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            }
+        } else {
+            dir.remove(&account, &self.peer).map_err(|e| e.to_string())
+        };
+        if let Err(e) = result {
+            self.show(format!("(the conversation could not be saved: {e})"));
+        }
     }
 
     fn own_fingerprint(&self) -> Fingerprint {
@@ -181,6 +211,12 @@ where
     /// # Errors
     /// When the conversation ends or the key store cannot be saved.
     pub async fn input(&mut self, line: &str) -> Result<Flow, ChatError<F::Error>> {
+        let flow = self.obey(line).await;
+        self.persist();
+        flow
+    }
+
+    async fn obey(&mut self, line: &str) -> Result<Flow, ChatError<F::Error>> {
         if let Some(question) = self.awaiting_secret.take() {
             let secret = Zeroizing::new(line.trim().to_string());
             self.conv.smp_start(question.as_deref(), secret.as_bytes()).await?;
@@ -257,6 +293,9 @@ where
     /// When the conversation ends (transport closed, relay refusal) or the store fails.
     pub async fn step(&mut self) -> Result<(), ChatError<F::Error>> {
         let update = self.conv.next_event().await?;
+        // Saved before anything is shown: a crash after a text was shown must not let the
+        // restored conversation accept it again.
+        self.persist();
         match update {
             Update::Event(e) => self.on_event(e)?,
             Update::Refused(e) => {

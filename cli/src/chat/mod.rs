@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use client::{Chat, Flow, Output, PROTOCOL};
 use futures_lite::FutureExt;
 use otr::keystore::KdfParams;
-use otr::{InstanceTag, Policy, Session, SessionConfig};
+use otr::{InstanceTag, Policy, Session, SessionConfig, SnapshotDir, Timestamp};
 use otr_futures::Conversation;
 use otr_relay_client::futures_client::{RelayFraming, connect_tls};
 use otr_relay_client::{CertFingerprint, ClientConfig};
@@ -110,8 +110,25 @@ fn run(args: Args) -> Result<(), String> {
     let relay_secret = secret("OTR_RELAY_SECRET", &format!("Relay secret of {}: ", args.account), false)?;
     let key = store.keystore().account(&args.account, PROTOCOL).ok_or("the account vanished")?.key().clone();
     let mut rng = otr::system_rng();
-    let session =
-        Session::new(SessionConfig::new(&args.account, Policy::ALWAYS, InstanceTag::random(&mut rng)), key);
+    // The conversation saved by the last run, unless ephemeral (which never writes one).
+    let snapshots = match args.ephemeral {
+        true => None,
+        false => Some(
+            SnapshotDir::new(&conversations_dir(store.path()), store.seal_key().clone())
+                .map_err(|e| e.to_string())?,
+        ),
+    };
+    let (session, resumed) = match snapshots.as_ref().map(|d| d.load(&args.account, &args.peer)) {
+        Some(Ok(Some(bytes))) => match Session::restore(key.clone(), &bytes, 0, Timestamp(0), &mut rng) {
+            Ok(session) => (Some(session), Ok(true)),
+            Err(e) => (None, Err(e.to_string())),
+        },
+        Some(Err(e)) => (None, Err(e.to_string())),
+        _ => (None, Ok(false)),
+    };
+    let session = session.unwrap_or_else(|| {
+        Session::new(SessionConfig::new(&args.account, Policy::ALWAYS, InstanceTag::random(&mut rng)), key)
+    });
     let config = ClientConfig::new(&args.relay, args.pin, &args.account, relay_secret.as_str());
 
     // The line editor runs on its own thread; lines come over a channel, and what arrives is
@@ -149,7 +166,19 @@ fn run(args: Args) -> Result<(), String> {
         let framing = RelayFraming::new(&config, &args.peer);
         let conv = Conversation::new(session, tls, framing, otr::system_rng()).map_err(|e| e.to_string())?;
         let mut chat = Chat::new(conv, store, &args.account, &args.peer, args.ephemeral);
-        chat.input("/start").await.map_err(|e| e.to_string())?;
+        if let Some(dir) = snapshots {
+            chat = chat.keep_in(dir);
+        }
+        match resumed {
+            // Saved again at once: restoring that snapshot twice would accept twice what
+            // arrives from now on.
+            Ok(true) => chat.input("/fingerprint").await.map_err(|e| e.to_string())?,
+            Ok(false) => chat.input("/start").await.map_err(|e| e.to_string())?,
+            Err(e) => {
+                eprintln!("The saved conversation cannot be resumed ({e}); starting a new one.");
+                chat.input("/start").await.map_err(|e| e.to_string())?
+            }
+        };
         loop {
             // The status first: printing redraws the prompt with it.
             *prompt.lock().unwrap_or_else(|p| p.into_inner()) = chat.prompt();
@@ -173,4 +202,9 @@ fn run(args: Args) -> Result<(), String> {
             }
         }
     })
+}
+
+/// Where saved conversations live: `conversations/` beside the key store.
+fn conversations_dir(store: &std::path::Path) -> PathBuf {
+    store.parent().unwrap_or_else(|| std::path::Path::new(".")).join("conversations")
 }
