@@ -33,4 +33,4 @@ mod verifier;
 pub use config::{ClientConfig, ClientError};
 pub use framing::RelayFraming;
 pub use pin::CertFingerprint;
-pub use proto::ErrorCode;
+pub use proto::{ErrorCode, PushRegistration};
