@@ -914,4 +914,66 @@ mod tests {
         drop(s);
         std::fs::remove_dir_all(&dir).unwrap();
     }
+
+    #[tokio::test]
+    async fn protocol_1_records_are_read_and_the_first_ack_deletes_them() {
+        let dir = std::env::temp_dir().join(format!("otr-relay-store-v1-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("db");
+        let far = unix_ms() + 60_000;
+        {
+            // What protocol 1 wrote: (from, id, body, expires_at), no devices.
+            let db = Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            {
+                let v1 = postcard::to_allocvec(&("alice", 7u64, "?OTR:old.", far)).unwrap();
+                txn.open_table(MESSAGES).unwrap().insert(("bob", 1), v1.as_slice()).unwrap();
+                txn.open_table(EXPIRY).unwrap().insert((far, 1), "bob").unwrap();
+                txn.open_table(META).unwrap().insert("next_seq", 2).unwrap();
+            }
+            txn.commit().unwrap();
+        }
+        let s = Store::open(&path, u64::MAX, 60_000).unwrap();
+        let p = s.pending("bob", "phone", 0, 10).unwrap();
+        assert_eq!(p, [StoredMessage { seq: 1, from: "alice".into(), id: 7, body: "?OTR:old.".into() }]);
+        assert_eq!(s.ack("bob", "phone", 1, vec![]).await.unwrap().await.unwrap().unwrap(), 1);
+        assert_eq!(s.len().unwrap(), 0);
+        drop(s);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn each_device_acks_its_own_copy() {
+        let dir = std::env::temp_dir().join(format!("otr-relay-store-dev-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let s = Store::open(&dir.join("db"), u64::MAX, 60_000).unwrap();
+        let far = unix_ms() + 60_000;
+        s.touch_device("bob", "phone", 2).await.unwrap();
+        s.touch_device("bob", "laptop", 2).await.unwrap();
+        assert!(matches!(s.touch_device("bob", "tablet", 2).await, Err(StoreError::TooManyDevices)));
+        let a = s.insert("bob", "alice", 1, "all".into(), far, None, vec![], L).await.unwrap();
+        let b =
+            s.insert("bob", "alice", 2, "phone".into(), far, Some("phone".into()), vec![], L).await.unwrap();
+        assert_eq!(s.queued("bob"), 2);
+        assert_eq!(s.pending("bob", "laptop", 0, 10).unwrap().len(), 1);
+        assert_eq!(s.pending("bob", "phone", 0, 10).unwrap().len(), 2);
+        let ack = |d: &'static str, seq| {
+            let s = s.clone();
+            async move { s.ack("bob", d, seq, vec![]).await.unwrap().await.unwrap().unwrap() }
+        };
+        assert_eq!(ack("laptop", a).await, 0);
+        assert_eq!(ack("laptop", a).await, 0); // idempotent
+        assert_eq!(ack("laptop", b).await, 0); // not the laptop's: ignored
+        assert!(s.pending("bob", "laptop", 0, 10).unwrap().is_empty());
+        assert_eq!(s.pending("bob", "phone", 0, 10).unwrap().len(), 2);
+        assert_eq!(ack("phone", b).await, 1);
+        assert_eq!(ack("phone", a).await, 1);
+        assert_eq!(ack("phone", a).await, 0);
+        assert_eq!(s.len().unwrap(), 0);
+        assert_eq!(s.queued("bob"), 0);
+        drop(s);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -161,6 +161,15 @@ async fn an_abandoned_device_stops_holding_messages() {
     }
     take_in_order(&laptop, &mut laptop_in, 1, 3).await;
     wait_stored(&h, 0).await;
+    // A message meant for the abandoned phone is still the phone's: the laptop cannot ack it.
+    alice.send_to_device("bob", "phone", 4, "?OTR:m4.").await.unwrap();
+    alice.send("bob", 5, "?OTR:m5.").await.unwrap();
+    let d = recv(&mut laptop_in, 5).await;
+    assert_eq!(d.id, 5);
+    for seq in [d.seq - 1, d.seq] {
+        laptop.ack(seq).await.unwrap();
+    }
+    still_stored(&h, 1).await;
 }
 
 #[tokio::test]
