@@ -307,7 +307,8 @@ pub enum ErrorCode {
     TooManyConnections,
     /// Nothing arrived for too long.
     IdleTimeout,
-    /// The same account logged in on another connection, which replaced this one.
+    /// The same device of this account logged in on another connection, which replaced this
+    /// one (other devices are not affected).
     LoggedInElsewhere,
     /// The server is shutting down.
     ShuttingDown,

@@ -245,7 +245,8 @@ pub enum StoreEvent {
         /// The recipient account.
         to: String,
     },
-    /// The recipient acknowledged `seq`: it is deleted from the store.
+    /// Every device of the recipient that holds `seq` acknowledged it (the last ack is this
+    /// event): it is deleted from the store.
     Deleted {
         /// The sequence number.
         seq: u64,
