@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use crate::pin::CertFingerprint;
-use crate::proto::{self, ErrorCode, FrameError};
+use crate::proto::{self, ErrorCode, FrameError, PushRegistration};
 
 /// How to reach and log in to a relay. Its `Debug` output shows `secret: "<redacted>"`, so
 /// a configuration can be logged without giving the account away.
@@ -18,6 +18,14 @@ pub struct ClientConfig {
     pub account: String,
     /// The account secret.
     pub secret: String,
+    /// This device's id ([`proto::DEFAULT_DEVICE`] unless set): a short name the client
+    /// chooses once (e.g. at random) and keeps in its state, 1 to 64 ASCII letters, digits,
+    /// `-`, `_` or `.`. Each device of an account gets its own copy of every message; a second
+    /// login with the same id replaces the first connection.
+    pub device: String,
+    /// A push endpoint registered for this device right after every login (`None`: the
+    /// registration stored at the relay, if any, is left as it is).
+    pub push: Option<PushRegistration>,
     /// Time allowed for TCP connect, TLS handshake and login together.
     pub connect_timeout: Duration,
     /// A ping is sent after this long without sending anything (keep it below the server's
@@ -36,6 +44,8 @@ impl std::fmt::Debug for ClientConfig {
             .field("pin", &self.pin)
             .field("account", &self.account)
             .field("secret", &proto::REDACTED)
+            .field("device", &self.device)
+            .field("push", &self.push)
             .field("connect_timeout", &self.connect_timeout)
             .field("keepalive", &self.keepalive)
             .field("inbox_capacity", &self.inbox_capacity)
@@ -57,6 +67,8 @@ impl ClientConfig {
             pin,
             account: account.into(),
             secret: secret.into(),
+            device: proto::DEFAULT_DEVICE.into(),
+            push: None,
             connect_timeout: Duration::from_secs(10),
             keepalive: Duration::from_secs(30),
             inbox_capacity: 1024,
@@ -99,6 +111,13 @@ pub enum ClientError {
     Refused {
         /// Why.
         code: ErrorCode,
+        /// The server's explanation.
+        message: String,
+    },
+    /// The relay refused a push registration; the message says what is wrong with it (fix the
+    /// endpoint or keys, or register none).
+    #[error("push registration refused: {message}")]
+    PushRefused {
         /// The server's explanation.
         message: String,
     },

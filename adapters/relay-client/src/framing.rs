@@ -9,6 +9,10 @@
 //! account stall this conversation by sending enough of them. A client that talks to several
 //! accounts over one login uses the tokio client (`tokio_client::Client`) instead.
 //!
+//! The login names the config's device; with [`ClientConfig::push`] set, the registration
+//! is sent right after the relay's welcome, and a refused one ends the conversation with
+//! [`ClientError::PushRefused`].
+//!
 //! A message the relay refuses (queue full, storage full, rate limit, unknown recipient) ends
 //! the conversation with [`ClientError::Refused`], so the user learns that it did not go out;
 //! reconnect to go on.
@@ -16,7 +20,7 @@
 use otr_driver::{Decoded, Framing};
 
 use crate::config::{ClientConfig, ClientError};
-use crate::proto::{self, ClientFrame, ErrorCode, PROTOCOL_VERSION, ServerFrame};
+use crate::proto::{self, ClientFrame, ErrorCode, PROTOCOL_VERSION, PushRegistration, ServerFrame};
 
 /// The relay's frames as an [`otr_driver::Framing`] for a conversation with one `peer`
 /// account: the greeting logs in, OTR strings go out as sends to the peer, deliveries from
@@ -25,6 +29,8 @@ use crate::proto::{self, ClientFrame, ErrorCode, PROTOCOL_VERSION, ServerFrame};
 pub struct RelayFraming {
     account: String,
     secret: zeroize::Zeroizing<String>,
+    device: String,
+    push: Option<PushRegistration>,
     peer: String,
     next_id: u64,
     nonce: u64,
@@ -38,6 +44,7 @@ impl std::fmt::Debug for RelayFraming {
         f.debug_struct("RelayFraming")
             .field("account", &self.account)
             .field("secret", &crate::proto::REDACTED)
+            .field("device", &self.device)
             .field("peer", &self.peer)
             .field("next_id", &self.next_id)
             .field("logged_in", &self.logged_in)
@@ -52,6 +59,8 @@ impl RelayFraming {
         Self {
             account: config.account.clone(),
             secret: zeroize::Zeroizing::new(config.secret.clone()),
+            device: config.device.clone(),
+            push: config.push.clone(),
             peer: peer.into(),
             next_id: 0,
             nonce: 0,
@@ -80,6 +89,7 @@ impl Framing for RelayFraming {
             version: PROTOCOL_VERSION,
             account: self.account.clone(),
             secret: String::clone(&self.secret),
+            device: Some(self.device.clone()),
         };
         out.extend(proto::encode(&login)?);
         Ok(())
@@ -92,7 +102,12 @@ impl Framing for RelayFraming {
 
     fn encode(&mut self, message: &str, out: &mut Vec<u8>) -> Result<(), ClientError> {
         self.next_id += 1;
-        let frame = ClientFrame::Send { to: self.peer.clone(), id: self.next_id, body: message.into() };
+        let frame = ClientFrame::Send {
+            to: self.peer.clone(),
+            id: self.next_id,
+            body: message.into(),
+            to_device: None,
+        };
         out.extend(proto::encode(&frame)?);
         Ok(())
     }
@@ -103,7 +118,13 @@ impl Framing for RelayFraming {
         Ok(match frame {
             ServerFrame::Welcome { .. } if !self.logged_in => {
                 self.logged_in = true;
+                if let Some(reg) = &self.push {
+                    out.extend(proto::encode(&ClientFrame::register_push(reg))?);
+                }
                 Decoded::Consumed
+            }
+            ServerFrame::Error { code: ErrorCode::PushRefused, message, .. } => {
+                return Err(ClientError::PushRefused { message });
             }
             ServerFrame::Error { code, message, .. } if !self.logged_in => {
                 return Err(ClientError::Login { code, message });
@@ -118,7 +139,9 @@ impl Framing for RelayFraming {
                     Decoded::Consumed
                 }
             }
-            ServerFrame::Accepted { .. } | ServerFrame::Pong { .. } => Decoded::Consumed,
+            ServerFrame::Accepted { .. } | ServerFrame::Pong { .. } | ServerFrame::PushAck => {
+                Decoded::Consumed
+            }
             ServerFrame::Error { code, id: Some(_), message } => {
                 return Err(ClientError::Refused { code, message });
             }
@@ -168,7 +191,11 @@ mod tests {
         assert!(
             matches!(&sent[0], ClientFrame::Login { account, secret, .. } if account == "alice" && secret == "s3cret")
         );
-        assert_eq!(sent[1], ClientFrame::Send { to: "bob".into(), id: 1, body: "?OTRv3?".into() });
+        assert!(matches!(&sent[0], ClientFrame::Login { device: Some(d), .. } if d == "default"));
+        assert_eq!(
+            sent[1],
+            ClientFrame::Send { to: "bob".into(), id: 1, body: "?OTRv3?".into(), to_device: None }
+        );
 
         let mut buf = server(&[
             ServerFrame::Welcome { version: PROTOCOL_VERSION, pending: 0 },
@@ -215,6 +242,26 @@ mod tests {
         ]);
         assert!(matches!(f.decode(&mut buf, &mut Vec::new()), Ok(Decoded::Consumed)));
         assert!(matches!(f.decode(&mut buf, &mut Vec::new()), Err(ClientError::Protocol(_))));
+    }
+
+    #[test]
+    fn push_registration_follows_the_welcome() {
+        let pin = CertFingerprint([0; 32]);
+        let mut config = ClientConfig::new("127.0.0.1:1", pin, "alice", "s3cret");
+        config.device = "phone".into();
+        config.push = Some(PushRegistration::new("https://push.example/x"));
+        let mut f = RelayFraming::new(&config, "bob");
+        let mut buf = server(&[
+            ServerFrame::Welcome { version: PROTOCOL_VERSION, pending: 0 },
+            ServerFrame::PushAck,
+            ServerFrame::Error { code: ErrorCode::PushRefused, id: None, message: "bad".into() },
+        ]);
+        let mut out = Vec::new();
+        assert!(matches!(f.decode(&mut buf, &mut out), Ok(Decoded::Consumed)));
+        let p = proto::take_frame(&mut out, 1 << 16).unwrap().unwrap();
+        assert!(matches!(proto::decode::<ClientFrame>(&p).unwrap(), ClientFrame::RegisterPush { .. }));
+        assert!(matches!(f.decode(&mut buf, &mut out), Ok(Decoded::Consumed)));
+        assert!(matches!(f.decode(&mut buf, &mut out), Err(ClientError::PushRefused { .. })));
     }
 
     #[test]

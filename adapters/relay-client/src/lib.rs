@@ -6,7 +6,8 @@
 //!
 //! - [`proto`]: the frames on the wire, shared with the server.
 //! - [`pin`]: [`CertFingerprint`], the relay certificate's SHA-256 that clients pin.
-//! - [`ClientConfig`], [`ClientError`]: where the relay is, the account, what went wrong.
+//! - [`ClientConfig`], [`ClientError`]: where the relay is, the account and this device's id,
+//!   an optional [`PushRegistration`] for this device, what went wrong.
 //! - [`RelayFraming`]: the relay's frames as an [`otr_driver::Framing`] for one peer account,
 //!   so a conversation of otr-futures or otr-tokio talks through the relay (login, send,
 //!   deliver, ack, keep-alive), and logs in again when it moves to a new connection.
@@ -33,4 +34,4 @@ mod verifier;
 pub use config::{ClientConfig, ClientError};
 pub use framing::RelayFraming;
 pub use pin::CertFingerprint;
-pub use proto::ErrorCode;
+pub use proto::{ErrorCode, PushRegistration};

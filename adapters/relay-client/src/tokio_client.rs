@@ -27,7 +27,7 @@
 //! buffer is larger than the server's delivery window, so this only happens to a client that
 //! does not read at all.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -39,7 +39,9 @@ use tokio_rustls::client::TlsStream;
 
 use crate::config::{ClientConfig, ClientError};
 use crate::pin::CertFingerprint;
-use crate::proto::{self, ClientFrame, ErrorCode, FrameError, PROTOCOL_VERSION, ServerFrame};
+use crate::proto::{
+    self, ClientFrame, ErrorCode, FrameError, PROTOCOL_VERSION, PushRegistration, ServerFrame,
+};
 use crate::verifier::{PinVerifier, client_config, handshake_error, server_name};
 
 /// A message delivered by the relay.
@@ -68,13 +70,19 @@ impl Inbox {
     }
 }
 
-type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<(), ClientError>>>>>;
+type Reply = oneshot::Sender<Result<(), ClientError>>;
+type Pending = Arc<Mutex<HashMap<u64, Reply>>>;
+/// Push (un)registrations waiting for their answer, in the order they were sent (the relay
+/// answers them in that order).
+type PushPending = Arc<Mutex<VecDeque<Reply>>>;
 
 /// A logged-in connection to the relay. Dropping it closes the connection.
 #[derive(Debug)]
 pub struct Client {
     tx: mpsc::Sender<ClientFrame>,
     pending: Pending,
+    push_pending: PushPending,
+    push_turn: tokio::sync::Mutex<()>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     pending_at_login: u64,
 }
@@ -86,11 +94,13 @@ impl Drop for Client {
 }
 
 impl Client {
-    /// Connects over TLS 1.3, checks the pin and logs in.
+    /// Connects over TLS 1.3, checks the pin and logs in as the config's device; then
+    /// registers the config's push endpoint, if it has one.
     ///
     /// # Errors
     /// [`ClientError::PinMismatch`] for a wrong certificate, [`ClientError::Login`] when the
-    /// relay refuses the account, [`ClientError::Timeout`], [`ClientError::Io`].
+    /// relay refuses the account or device, [`ClientError::PushRefused`] when it refuses the
+    /// push registration, [`ClientError::Timeout`], [`ClientError::Io`].
     pub async fn connect(config: ClientConfig) -> Result<(Self, Inbox), ClientError> {
         match tokio::time::timeout(config.connect_timeout, Self::connect_inner(&config)).await {
             Ok(r) => r,
@@ -104,6 +114,7 @@ impl Client {
             version: PROTOCOL_VERSION,
             account: config.account.clone(),
             secret: config.secret.clone(),
+            device: Some(config.device.clone()),
         };
         proto::write_frame(&mut tls, &login).await?;
         let bytes = proto::read_frame(&mut tls, config.max_frame_bytes).await.map_err(|e| match e {
@@ -119,9 +130,58 @@ impl Client {
         let (tx, out_rx) = mpsc::channel(64);
         let (inbox_tx, inbox_rx) = mpsc::channel(config.inbox_capacity.max(1));
         let pending: Pending = Arc::default();
-        let r = tokio::spawn(read_loop(rd, inbox_tx, pending.clone(), config.max_frame_bytes));
+        let push_pending: PushPending = Arc::default();
+        let r = tokio::spawn(read_loop(
+            rd,
+            inbox_tx,
+            pending.clone(),
+            push_pending.clone(),
+            config.max_frame_bytes,
+        ));
         let w = tokio::spawn(write_loop(wr, out_rx, config.keepalive));
-        Ok((Self { tx, pending, tasks: vec![r, w], pending_at_login }, Inbox { rx: inbox_rx }))
+        let client = Self {
+            tx,
+            pending,
+            push_pending,
+            push_turn: tokio::sync::Mutex::new(()),
+            tasks: vec![r, w],
+            pending_at_login,
+        };
+        if let Some(reg) = &config.push {
+            client.register_push(reg).await?;
+        }
+        Ok((client, Inbox { rx: inbox_rx }))
+    }
+
+    /// Registers (or replaces) this device's push endpoint at the relay, which keeps it until
+    /// it is unregistered; returns once it is stored.
+    ///
+    /// # Errors
+    /// [`ClientError::PushRefused`] saying what is wrong with `reg` (checked here first, then
+    /// by the relay); [`ClientError::Closed`] when the connection ended.
+    pub async fn register_push(&self, reg: &PushRegistration) -> Result<(), ClientError> {
+        reg.validate().map_err(|message| ClientError::PushRefused { message })?;
+        self.push_request(ClientFrame::register_push(reg)).await
+    }
+
+    /// Removes this device's push endpoint at the relay (if it had one).
+    ///
+    /// # Errors
+    /// [`ClientError::Closed`] when the connection ended.
+    pub async fn unregister_push(&self) -> Result<(), ClientError> {
+        self.push_request(ClientFrame::UnregisterPush).await
+    }
+
+    async fn push_request(&self, frame: ClientFrame) -> Result<(), ClientError> {
+        // One push request at a time, so the answer queue's order is the wire's order.
+        let _turn = self.push_turn.lock().await;
+        let (reply, answer) = oneshot::channel();
+        self.push_pending.lock().unwrap_or_else(|p| p.into_inner()).push_back(reply);
+        if self.tx.send(frame).await.is_err() {
+            self.push_pending.lock().unwrap_or_else(|p| p.into_inner()).clear();
+            return Err(ClientError::Closed);
+        }
+        answer.await.map_err(|_| ClientError::Closed)?
     }
 
     /// How many messages the relay said were waiting at login.
@@ -136,9 +196,29 @@ impl Client {
     /// [`ClientError::Refused`] when the relay refuses this message (it was not stored);
     /// [`ClientError::Closed`] or [`ClientError::Server`] when the connection ended.
     pub async fn send(&self, to: &str, id: u64, body: &str) -> Result<(), ClientError> {
+        self.send_frame(ClientFrame::Send { to: to.into(), id, body: body.into(), to_device: None }, id).await
+    }
+
+    /// Like [`send`](Self::send), but for one device of `to` only: the relay delivers it to
+    /// that device and holds it for that device only.
+    ///
+    /// # Errors
+    /// As [`send`](Self::send).
+    pub async fn send_to_device(
+        &self,
+        to: &str,
+        device: &str,
+        id: u64,
+        body: &str,
+    ) -> Result<(), ClientError> {
+        let frame =
+            ClientFrame::Send { to: to.into(), id, body: body.into(), to_device: Some(device.into()) };
+        self.send_frame(frame, id).await
+    }
+
+    async fn send_frame(&self, frame: ClientFrame, id: u64) -> Result<(), ClientError> {
         let (reply, answer) = oneshot::channel();
         self.pending.lock().unwrap_or_else(|p| p.into_inner()).insert(id, reply);
-        let frame = ClientFrame::Send { to: to.into(), id, body: body.into() };
         if self.tx.send(frame).await.is_err() {
             self.pending.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
             return Err(ClientError::Closed);
@@ -220,11 +300,20 @@ async fn read_loop(
     mut rd: ReadHalf<TlsStream<TcpStream>>,
     inbox: mpsc::Sender<Result<Delivery, ClientError>>,
     pending: Pending,
+    push_pending: PushPending,
     max: usize,
 ) {
     let fail_all = |pending: &Pending, make: &dyn Fn() -> ClientError| {
         for (_, reply) in pending.lock().unwrap_or_else(|p| p.into_inner()).drain() {
             let _ = reply.send(Err(make()));
+        }
+        for reply in push_pending.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
+            let _ = reply.send(Err(make()));
+        }
+    };
+    let push_answer = |answer: Result<(), ClientError>| {
+        if let Some(r) = push_pending.lock().unwrap_or_else(|p| p.into_inner()).pop_front() {
+            let _ = r.send(answer);
         }
     };
     let end = loop {
@@ -254,6 +343,10 @@ async fn read_loop(
                 if let Some(r) = pending.lock().unwrap_or_else(|p| p.into_inner()).remove(&id) {
                     let _ = r.send(Err(ClientError::Refused { code, message }));
                 }
+            }
+            ServerFrame::PushAck => push_answer(Ok(())),
+            ServerFrame::Error { code: ErrorCode::PushRefused, id: None, message } => {
+                push_answer(Err(ClientError::PushRefused { message }));
             }
             ServerFrame::Error { code, id: None, message } => {
                 if code == ErrorCode::BadFrame {

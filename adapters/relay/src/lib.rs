@@ -2,7 +2,8 @@
 //!
 //! The relay is a store-and-forward server for opaque strings (OTR messages): clients log in
 //! with an account name and secret over TLS 1.3, send messages to other accounts, and receive
-//! theirs in order, each kept on disk only until its recipient acknowledges it. The relay never
+//! theirs in order on each of their devices, each kept on disk only until every device of its
+//! recipient acknowledges it (or it expires). Devices may register a push endpoint. The relay never
 //! sees plaintext: clients run OTR end to end (the demo uses the REQUIRE_ENCRYPTION policy).
 //!
 //! - [`server`]: [`Server`], its [`Limits`], and [`ServerHandle`] for running it in-process.
@@ -26,5 +27,5 @@ pub mod tls;
 
 pub use otr_relay_client::proto;
 pub use otr_relay_client::proto::ErrorCode;
-pub use server::{Limits, Observer, Server, ServerConfig, ServerError, ServerHandle, StoreEvent};
+pub use server::{Limits, Observer, Server, ServerConfig, ServerError, ServerHandle, StoreEvent, StoredHook};
 pub use tls::CertFingerprint;

@@ -107,9 +107,15 @@ struct ServeArgs {
     #[arg(long, default_value_t = 10, value_name = "SECS")]
     write_timeout: u64,
 
-    /// Seconds an undelivered message is kept before it expires (default 7 days).
+    /// Seconds an undelivered message is kept before it expires (default 7 days). A device
+    /// unseen for longer no longer holds its account's messages back.
     #[arg(long, default_value_t = 7 * 24 * 3600, value_name = "SECS")]
     message_ttl: u64,
+
+    /// Most devices one account may have seen within the message TTL; a login from a further
+    /// device is refused with TooManyDevices.
+    #[arg(long, default_value_t = 16, value_name = "N")]
+    max_devices_per_account: usize,
 
     /// Milliseconds to wait before answering a failed login, or one refused after too many
     /// failures.
@@ -266,6 +272,7 @@ fn serve(data_dir: PathBuf, a: ServeArgs) -> ExitCode {
         login_timeout: Duration::from_secs(a.login_timeout),
         write_timeout: Duration::from_secs(a.write_timeout),
         message_ttl: Duration::from_secs(a.message_ttl),
+        max_devices_per_account: a.max_devices_per_account.max(1),
         login_failure_delay: Duration::from_millis(a.login_failure_delay_ms),
         max_login_failures: a.max_login_failures,
         login_backoff: Duration::from_millis(a.login_backoff_ms),

@@ -1,6 +1,20 @@
 //! The relay server: accepts TLS 1.3 connections, authenticates accounts, stores messages
 //! durably and delivers them in order until acknowledged.
 //!
+//! An account may be connected on several devices at once, one connection per device id (the
+//! login names it; a second login of the same device replaces the first connection, as a
+//! reconnect does). Each device that has logged in is registered in the store with its
+//! last-seen time, up to `max_devices_per_account`. A message is delivered to every device of
+//! its recipient (or to the one `Send::to_device` names), each device acknowledges its own
+//! copy, and the message is deleted once every device holding it has acknowledged it or it
+//! expires. A device unseen for longer than the message TTL stops holding messages back, so an
+//! abandoned phone cannot fill the store; a device that was offline gets its messages, in
+//! order, when it comes back (see the store's module docs).
+//!
+//! Each device may register a push endpoint (`RegisterPush`), kept in the store. After a
+//! message is durably stored, the server's `on_stored` hook is told the recipient's devices
+//! that hold it and have no live connection (a [`StoredHook`], for the push sender).
+//!
 //! Per connection there are two tasks: a reader (frames from the client: send, ack, ping) and
 //! a writer (answers and deliveries). Senders never write to another client's socket: they
 //! store the message and wake the recipient's writer, which reads its queue from the store.
@@ -37,7 +51,9 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
 use crate::accounts::{self, AccountError, Accounts, Argon2Params};
-use crate::proto::{self, ClientFrame, ErrorCode, FrameError, PROTOCOL_VERSION, ServerFrame};
+use crate::proto::{
+    self, ClientFrame, DEFAULT_DEVICE, ErrorCode, FrameError, PROTOCOL_VERSION, PushRegistration, ServerFrame,
+};
 use crate::store::{QueueLimits, Store, StoreError, unix_ms};
 use crate::tls::{CertFingerprint, ServerIdentity, TlsError};
 
@@ -85,8 +101,13 @@ pub struct Limits {
     /// A single frame write that takes longer than this means a slow reader: it is
     /// disconnected (its messages stay stored).
     pub write_timeout: Duration,
-    /// How long an undelivered message is kept.
+    /// How long an undelivered message is kept. Also the device horizon: a device unseen for
+    /// longer no longer holds messages back (and is forgotten when its account registers a new
+    /// device).
     pub message_ttl: Duration,
+    /// Most devices one account may have seen within the message TTL; a login from a further
+    /// device is refused with [`ErrorCode::TooManyDevices`].
+    pub max_devices_per_account: usize,
     /// How often expired messages are swept.
     pub sweep_interval: Duration,
     /// Delay before answering a failed login, or one refused after too many failures.
@@ -138,6 +159,7 @@ impl Default for Limits {
             login_timeout: Duration::from_secs(10),
             write_timeout: Duration::from_secs(10),
             message_ttl: Duration::from_secs(7 * 24 * 3600),
+            max_devices_per_account: 16,
             sweep_interval: Duration::from_secs(60),
             login_failure_delay: Duration::from_secs(1),
             max_login_failures: 5,
@@ -172,6 +194,32 @@ pub struct ServerConfig {
     pub argon2: Argon2Params,
     /// Told what happens to messages (stored, delivered, deleted, expired); `None` by default.
     pub observer: Option<Observer>,
+    /// Called after a message is durably stored, with its recipient's devices that hold it
+    /// and have no live connection (where push wake-ups plug in); `None` by default.
+    pub on_stored: Option<StoredHook>,
+}
+
+/// A callback called after a message is durably stored for an account, with the account and
+/// those of its devices that hold the message and have no live connection (possibly none).
+/// It runs on the sender's connection task, before the sender is answered: keep it quick
+/// (hand the work to another task).
+#[derive(Clone)]
+pub struct StoredHook(Arc<StoredFn>);
+
+/// What a [`StoredHook`] calls: `(account, offline_devices)`.
+type StoredFn = dyn Fn(&str, &[String]) + Send + Sync;
+
+impl StoredHook {
+    /// Calls `f(account, offline_devices)` after each stored message.
+    pub fn new(f: impl Fn(&str, &[String]) + Send + Sync + 'static) -> Self {
+        Self(Arc::new(f))
+    }
+}
+
+impl std::fmt::Debug for StoredHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StoredHook")
+    }
 }
 
 /// What happened to a message in the relay's store, as an [`Observer`] is told. It names
@@ -197,7 +245,8 @@ pub enum StoreEvent {
         /// The recipient account.
         to: String,
     },
-    /// The recipient acknowledged `seq`: it is deleted from the store.
+    /// Every device of the recipient that holds `seq` acknowledged it (the last ack is this
+    /// event): it is deleted from the store.
     Deleted {
         /// The sequence number.
         seq: u64,
@@ -239,6 +288,7 @@ impl ServerConfig {
             limits: Limits::default(),
             argon2: Argon2Params::default(),
             observer: None,
+            on_stored: None,
         }
     }
 }
@@ -291,7 +341,8 @@ struct State {
     acceptor: TlsAcceptor,
     store: Store,
     accounts: Mutex<Accounts>,
-    online: Mutex<HashMap<String, Online>>,
+    /// account -> device -> its live connection.
+    online: Mutex<HashMap<String, HashMap<String, Online>>>,
     per_ip: Mutex<HashMap<AddrGroup, usize>>,
     /// Connections refused for their address that are being told so.
     refusals: Arc<Semaphore>,
@@ -305,12 +356,27 @@ struct State {
     next_conn: AtomicU64,
     connections: AtomicU64,
     observer: Option<Observer>,
+    on_stored: Option<StoredHook>,
 }
 
 impl State {
     fn observe(&self, event: impl FnOnce() -> StoreEvent) {
         if let Some(o) = &self.observer {
             (o.0)(event());
+        }
+    }
+
+    /// The devices of `account` with a live connection.
+    fn online_devices(&self, account: &str) -> Vec<String> {
+        lock(&self.online).get(account).map(|d| d.keys().cloned().collect()).unwrap_or_default()
+    }
+
+    /// Called after a message is durably stored for `account`, with those of its devices
+    /// that hold it and have no live connection: where push wake-ups plug in.
+    fn on_stored(&self, account: &str, offline_devices: &[String]) {
+        tracing::debug!(account, offline = offline_devices.len(), "stored for devices without a connection");
+        if let Some(h) = &self.on_stored {
+            (h.0)(account, offline_devices);
         }
     }
 }
@@ -331,7 +397,9 @@ impl Server {
             None => ServerIdentity::load_or_generate(&config.data_dir)?,
         };
         let acceptor = TlsAcceptor::from(identity.server_config()?);
-        let store = Store::open(&config.data_dir.join("messages.redb"), config.limits.max_store_bytes)?;
+        let horizon = u64::try_from(config.limits.message_ttl.as_millis()).unwrap_or(u64::MAX);
+        let store =
+            Store::open(&config.data_dir.join("messages.redb"), config.limits.max_store_bytes, horizon)?;
         let accounts = Accounts::open(&config.data_dir, config.argon2)?;
         let listener = TcpListener::bind(config.listen).await?;
         let (shutdown_tx, shutdown) = watch::channel(false);
@@ -351,6 +419,7 @@ impl Server {
             next_conn: AtomicU64::new(1),
             connections: AtomicU64::new(0),
             observer: config.observer,
+            on_stored: config.on_stored,
         });
         Ok(Self { listener, state, fingerprint: identity.fingerprint(), shutdown_tx })
     }
@@ -462,6 +531,28 @@ impl ServerHandle {
         match &self.store {
             Some(s) => Ok(s.len()?),
             None => Ok(0),
+        }
+    }
+
+    /// The devices `account` has registered (logged in from at least once and not forgotten).
+    ///
+    /// # Errors
+    /// If the store cannot be read.
+    pub fn devices(&self, account: &str) -> Result<Vec<String>, ServerError> {
+        match &self.store {
+            Some(s) => Ok(s.devices(account)?.into_iter().map(|d| d.device).collect()),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// The push registrations of `account`'s devices, by device.
+    ///
+    /// # Errors
+    /// If the store cannot be read.
+    pub fn push_registrations(&self, account: &str) -> Result<Vec<(String, PushRegistration)>, ServerError> {
+        match &self.store {
+            Some(s) => Ok(s.offline_push_registrations(account, &[])?),
+            None => Ok(Vec::new()),
         }
     }
 
@@ -621,14 +712,16 @@ type Tls = TlsStream<TcpStream>;
 
 /// One client connection, from the login frame on.
 async fn connection(state: Arc<State>, mut tls: Tls, peer: SocketAddr, id: u64) {
-    let Some(account) = login(&state, &mut tls, peer, id).await else { return };
-    let span = tracing::info_span!("conn", conn = id, account = %account);
+    let Some((account, device)) = login(&state, &mut tls, peer, id).await else { return };
+    let span = tracing::info_span!("conn", conn = id, account = %account, device = %device);
 
-    // Register, replacing an older connection of the same account.
+    // Register, replacing an older connection of the same device.
     let wake = Arc::new(Notify::new());
     let (kick_tx, kick_rx) = oneshot::channel();
     let old = lock(&state.online)
-        .insert(account.clone(), Online { conn: id, wake: wake.clone(), kick: Some(kick_tx) });
+        .entry(account.clone())
+        .or_default()
+        .insert(device.clone(), Online { conn: id, wake: wake.clone(), kick: Some(kick_tx) });
     if let Some(mut old) = old {
         if let Some(k) = old.kick.take() {
             let _ = k.send(());
@@ -638,29 +731,49 @@ async fn connection(state: Arc<State>, mut tls: Tls, peer: SocketAddr, id: u64) 
 
     let (rd, wr) = tokio::io::split(tls);
     let (tx, rx) = mpsc::channel(state.limits.send_buffer_frames.max(1));
-    let mut writer =
-        tokio::spawn(writer(state.clone(), account.clone(), wr, rx, wake, kick_rx, span.clone()));
-    let reason = reader(&state, &account, rd, &tx, &mut writer).await;
+    let who = Who { account: account.clone(), device: device.clone() };
+    let mut writer = tokio::spawn(writer(state.clone(), who.clone(), wr, rx, wake, kick_rx, span.clone()));
+    let reason = reader(&state, &who, rd, &tx, &mut writer).await;
     drop(tx);
     // Let the writer flush a final error frame, bounded by the write timeout.
     if !writer.is_finished() && tokio::time::timeout(state.limits.write_timeout, &mut writer).await.is_err() {
         writer.abort();
     }
-    {
+    let replaced = {
         let mut online = lock(&state.online);
-        if online.get(&account).is_some_and(|o| o.conn == id) {
-            online.remove(&account);
+        let devices = online.get_mut(&account);
+        let ours = devices.as_ref().and_then(|d| d.get(&device)).is_some_and(|o| o.conn == id);
+        if let (true, Some(devices)) = (ours, devices) {
+            devices.remove(&device);
+            if devices.is_empty() {
+                online.remove(&account);
+            }
+        }
+        !ours
+    };
+    if !replaced {
+        // Last seen now: the device horizon counts from its last connection.
+        if let Err(e) = state.store.touch_device(&account, &device, usize::MAX).await {
+            tracing::warn!(parent: &span, error = %e, "could not record when the device was last seen");
         }
     }
     tracing::info!(parent: &span, reason, "disconnected");
 }
 
-/// Reads and checks the login frame; answers Welcome or an error. Returns the account.
-async fn login(state: &Arc<State>, tls: &mut Tls, peer: SocketAddr, id: u64) -> Option<String> {
+/// A logged-in connection's account and device.
+#[derive(Clone)]
+struct Who {
+    account: String,
+    device: String,
+}
+
+/// Reads and checks the login frame; answers Welcome or an error. Returns the account and
+/// the device.
+async fn login(state: &Arc<State>, tls: &mut Tls, peer: SocketAddr, id: u64) -> Option<(String, String)> {
     let limits = &state.limits;
     let frame =
         tokio::time::timeout(limits.login_timeout, proto::read_frame(tls, limits.max_frame_bytes)).await;
-    let (version, account, secret) = match frame {
+    let (account, secret, device) = match frame {
         Err(_) => {
             let _ = reply_and_close(tls, state, ErrorCode::NotLoggedIn, "no login within the login timeout")
                 .await;
@@ -672,8 +785,17 @@ async fn login(state: &Arc<State>, tls: &mut Tls, peer: SocketAddr, id: u64) -> 
             return None;
         }
         Ok(Err(_)) => return None,
+        Ok(Ok(bytes)) if proto::login_version(&bytes).is_some_and(|v| v != PROTOCOL_VERSION) => {
+            let v = proto::login_version(&bytes).unwrap_or(0);
+            let msg = format!(
+                "this relay speaks protocol version {PROTOCOL_VERSION} (several devices per account); \
+                 the client speaks version {v}: update the client"
+            );
+            let _ = reply_and_close(tls, state, ErrorCode::UnsupportedVersion, &msg).await;
+            return None;
+        }
         Ok(Ok(bytes)) => match proto::decode::<ClientFrame>(&bytes) {
-            Ok(ClientFrame::Login { version, account, secret }) => (version, account, secret),
+            Ok(ClientFrame::Login { account, secret, device, .. }) => (account, secret, device),
             Ok(_) => {
                 let _ = reply_and_close(tls, state, ErrorCode::NotLoggedIn, "log in first").await;
                 return None;
@@ -684,9 +806,13 @@ async fn login(state: &Arc<State>, tls: &mut Tls, peer: SocketAddr, id: u64) -> 
             }
         },
     };
-    if version != PROTOCOL_VERSION {
-        let msg = format!("this server speaks protocol version {PROTOCOL_VERSION}");
-        let _ = reply_and_close(tls, state, ErrorCode::UnsupportedVersion, &msg).await;
+    let device = device.unwrap_or_else(|| DEFAULT_DEVICE.to_string());
+    if !proto::valid_device(&device) {
+        let msg = format!(
+            "the device id must be 1 to {} ASCII letters, digits, '-', '_' or '.'; choose another",
+            proto::MAX_DEVICE_LEN
+        );
+        let _ = reply_and_close(tls, state, ErrorCode::BadDevice, &msg).await;
         return None;
     }
     if !accounts::valid_name(&account) {
@@ -735,10 +861,31 @@ async fn login(state: &Arc<State>, tls: &mut Tls, peer: SocketAddr, id: u64) -> 
         return None;
     }
     lock(&state.throttle).succeeded(attempt, Instant::now());
-    let pending = state.store.queued(&account);
+    match state.store.touch_device(&account, &device, limits.max_devices_per_account).await {
+        Ok(()) => {}
+        Err(StoreError::TooManyDevices) => {
+            let msg = format!(
+                "this account already has {} devices seen recently; log out of one, or wait until \
+                 one has been unseen for the message TTL",
+                limits.max_devices_per_account
+            );
+            let _ = reply_and_close(tls, state, ErrorCode::TooManyDevices, &msg).await;
+            return None;
+        }
+        Err(e) => {
+            tracing::error!(conn = id, error = %e, "could not register the device");
+            let msg = "the relay could not record this device; try again later";
+            let _ = reply_and_close(tls, state, ErrorCode::Internal, msg).await;
+            return None;
+        }
+    }
+    let pending = state
+        .store
+        .queued_for(&account, &device, usize::try_from(limits.queue_max_messages).unwrap_or(usize::MAX))
+        .unwrap_or(0);
     let welcome = ServerFrame::Welcome { version: PROTOCOL_VERSION, pending };
     match tokio::time::timeout(limits.write_timeout, proto::write_frame(tls, &welcome)).await {
-        Ok(Ok(())) => Some(account),
+        Ok(Ok(())) => Some((account, device)),
         _ => None,
     }
 }
@@ -763,12 +910,13 @@ fn take_token(state: &State, account: &str) -> bool {
 /// The reader loop; returns why it ended.
 async fn reader(
     state: &Arc<State>,
-    account: &str,
+    who: &Who,
     mut rd: ReadHalf<Tls>,
     tx: &mpsc::Sender<Out>,
     writer: &mut tokio::task::JoinHandle<()>,
 ) -> &'static str {
     let limits = &state.limits;
+    let account = who.account.as_str();
     let mut bad = 0u32;
     let send = |f: ServerFrame| async move { tx.send(Out::Frame(f)).await.is_ok() };
     loop {
@@ -808,16 +956,29 @@ async fn reader(
             ClientFrame::Ping { nonce } => send(ServerFrame::Pong { nonce }).await,
             ClientFrame::Login { .. } => send(error(ErrorCode::BadFrame, None, "already logged in")).await,
             ClientFrame::Ack { seq } => {
-                if state.store.delete(account, seq).await.is_err() {
+                let online = state.online_devices(account);
+                let Ok(done) = state.store.ack(account, &who.device, seq, online).await else {
                     return "store closed";
+                };
+                if state.observer.is_some() {
+                    let (state, to) = (state.clone(), account.to_string());
+                    tokio::spawn(async move {
+                        if let Ok(Ok(1)) = done.await {
+                            state.observe(|| StoreEvent::Deleted { seq, to });
+                        }
+                    });
                 }
-                state.observe(|| StoreEvent::Deleted { seq, to: account.to_string() });
                 tx.send(Out::Acked(seq)).await.is_ok()
             }
-            ClientFrame::Send { to, id, body } => {
-                let answer = accept(state, account, to, id, body).await;
+            ClientFrame::Send { to, id, body, to_device } => {
+                let answer = accept(state, account, to, id, body, to_device).await;
                 send(answer).await
             }
+            ClientFrame::RegisterPush { endpoint, p256dh, auth } => {
+                let reg = PushRegistration { endpoint, p256dh, auth };
+                send(register_push(state, who, Some(reg)).await).await
+            }
+            ClientFrame::UnregisterPush => send(register_push(state, who, None).await).await,
         };
         if !ok {
             return "writer stopped";
@@ -825,13 +986,41 @@ async fn reader(
     }
 }
 
+/// Stores (or removes, with `None`) the push registration of `who`'s device; the answer frame.
+async fn register_push(state: &State, who: &Who, reg: Option<PushRegistration>) -> ServerFrame {
+    if let Some(Err(why)) = reg.as_ref().map(PushRegistration::validate) {
+        return error(ErrorCode::PushRefused, None, &format!("{why}; nothing was registered"));
+    }
+    match state.store.set_push(&who.account, &who.device, reg.as_ref()).await {
+        Ok(()) => {
+            tracing::debug!(registered = reg.is_some(), "push registration stored");
+            ServerFrame::PushAck
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "could not store a push registration");
+            error(ErrorCode::PushRefused, None, "the relay could not store the registration; try again later")
+        }
+    }
+}
+
 /// Handles one sent message: limits, store, wake the recipient. Returns the answer frame.
-async fn accept(state: &Arc<State>, account: &str, to: String, id: u64, body: String) -> ServerFrame {
+async fn accept(
+    state: &Arc<State>,
+    account: &str,
+    to: String,
+    id: u64,
+    body: String,
+    to_device: Option<String>,
+) -> ServerFrame {
     if !take_token(state, account) {
         return error(ErrorCode::RateLimited, Some(id), "sending too fast; try again later");
     }
     if !lock(&state.accounts).exists(&to) {
         return error(ErrorCode::UnknownRecipient, Some(id), "no such account");
+    }
+    if to_device.as_deref().is_some_and(|d| !proto::valid_device(d)) {
+        let msg = "the recipient device id is not valid (1 to 64 ASCII letters, digits, '-', '_' or '.')";
+        return error(ErrorCode::BadDevice, Some(id), msg);
     }
     let limits = QueueLimits {
         max_messages: state.limits.queue_max_messages,
@@ -840,12 +1029,31 @@ async fn accept(state: &Arc<State>, account: &str, to: String, id: u64, body: St
     let ttl = u64::try_from(state.limits.message_ttl.as_millis()).unwrap_or(u64::MAX);
     let expires_at = unix_ms().saturating_add(ttl);
     let bytes = body.len();
-    match state.store.insert(&to, account, id, body, expires_at, limits).await {
+    let online = state.online_devices(&to);
+    match state.store.insert(&to, account, id, body, expires_at, to_device.clone(), online, limits).await {
         Ok(seq) => {
             tracing::debug!(seq, "stored");
             state.observe(|| StoreEvent::Stored { seq, from: account.to_string(), to: to.clone(), bytes });
-            if let Some(o) = lock(&state.online).get(&to) {
-                o.wake.notify_one();
+            let online = {
+                let online = lock(&state.online);
+                let devices = online.get(&to);
+                for (d, o) in devices.into_iter().flatten() {
+                    if to_device.as_ref().is_none_or(|t| t == d) {
+                        o.wake.notify_one();
+                    }
+                }
+                devices.map(|d| d.keys().cloned().collect::<Vec<_>>()).unwrap_or_default()
+            };
+            let holders = match &to_device {
+                Some(d) => Ok(vec![d.clone()]),
+                None => state.store.holding_devices(&to, &online),
+            };
+            match holders {
+                Ok(h) => {
+                    let offline: Vec<String> = h.into_iter().filter(|d| !online.contains(d)).collect();
+                    state.on_stored(&to, &offline);
+                }
+                Err(e) => tracing::warn!(error = %e, "could not list the recipient's devices"),
             }
             ServerFrame::Accepted { id }
         }
@@ -864,7 +1072,7 @@ async fn accept(state: &Arc<State>, account: &str, to: String, id: u64, body: St
 /// The writer loop: answers from the reader, and deliveries from the store within the window.
 async fn writer(
     state: Arc<State>,
-    account: String,
+    who: Who,
     mut wr: WriteHalf<Tls>,
     mut rx: mpsc::Receiver<Out>,
     wake: Arc<Notify>,
@@ -872,6 +1080,7 @@ async fn writer(
     span: tracing::Span,
 ) {
     let limits = &state.limits;
+    let Who { account, device } = who;
     let mut shutdown = state.shutdown.clone();
     let mut cursor = 0u64;
     let mut inflight = BTreeSet::new();
@@ -885,7 +1094,7 @@ async fn writer(
             // Fill the delivery window from the store.
             while more && inflight.len() < limits.delivery_window {
                 let want = limits.delivery_window - inflight.len();
-                let batch = match state.store.pending(&account, cursor, want) {
+                let batch = match state.store.pending(&account, &device, cursor, want) {
                     Ok(b) => b,
                     Err(e) => {
                         tracing::error!(parent: &span, error = %e, "store read failed");
@@ -905,7 +1114,7 @@ async fn writer(
                 biased;
                 _ = shutdown.changed() => {}
                 _ = &mut kick => {
-                    write(&mut wr, limits, &error(ErrorCode::LoggedInElsewhere, None, "logged in on another connection")).await?;
+                    write(&mut wr, limits, &error(ErrorCode::LoggedInElsewhere, None, "this device logged in on another connection, which replaced this one")).await?;
                     return Ok("replaced by a new login");
                 }
                 out = rx.recv() => match out {

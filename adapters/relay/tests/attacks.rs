@@ -45,8 +45,12 @@ async fn login_from(
         socket.bind(SocketAddr::from((Ipv4Addr::new(127, 0, 0, host), 0))).ok()?;
         let tcp = socket.connect(server).await.ok()?;
         let mut tls = connect_tls_with(tcp, pin).await.ok()?;
-        let login =
-            ClientFrame::Login { version: PROTOCOL_VERSION, account: account.into(), secret: secret.into() };
+        let login = ClientFrame::Login {
+            version: PROTOCOL_VERSION,
+            account: account.into(),
+            secret: secret.into(),
+            device: None,
+        };
         proto::write_frame(&mut tls, &login).await.ok()?;
         let bytes = proto::read_frame(&mut tls, 1 << 20).await.ok()?;
         Some(match proto::decode::<ServerFrame>(&bytes).unwrap() {

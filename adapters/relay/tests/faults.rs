@@ -23,6 +23,7 @@ async fn raw_login(h: &ServerHandle, name: &str) -> Tls {
         version: PROTOCOL_VERSION,
         account: name.into(),
         secret: format!("secret-of-{name}"),
+        device: None,
     };
     proto::write_frame(&mut tls, &login).await.unwrap();
     let welcome = read(&mut tls).await.unwrap();
@@ -121,8 +122,13 @@ async fn disconnect_mid_frame() {
     drop(tls);
     // After login: a Send frame cut in the middle.
     let mut tls = raw_login(&h, "alice").await;
-    let frame =
-        proto::encode(&ClientFrame::Send { to: "bob".into(), id: 9, body: "?OTR:cut.".into() }).unwrap();
+    let frame = proto::encode(&ClientFrame::Send {
+        to: "bob".into(),
+        id: 9,
+        body: "?OTR:cut.".into(),
+        to_device: None,
+    })
+    .unwrap();
     tls.write_all(&frame[..frame.len() / 2]).await.unwrap();
     tls.flush().await.unwrap();
     drop(tls);
@@ -272,6 +278,7 @@ async fn slow_reader_is_cut_off_without_hurting_others_or_losing_messages() {
         version: PROTOCOL_VERSION,
         account: "carol".into(),
         secret: "secret-of-carol".into(),
+        device: None,
     };
     proto::write_frame(&mut carol, &login).await.unwrap();
 

@@ -19,8 +19,12 @@ fn client_config_debug_hides_the_secret() {
 
 #[test]
 fn login_frame_debug_hides_the_secret() {
-    let login =
-        ClientFrame::Login { version: PROTOCOL_VERSION, account: "alice".into(), secret: SECRET.into() };
+    let login = ClientFrame::Login {
+        version: PROTOCOL_VERSION,
+        account: "alice".into(),
+        secret: SECRET.into(),
+        device: None,
+    };
     let shown = format!("{login:?}");
     assert!(!shown.contains(SECRET), "{shown}");
     assert!(shown.contains(r#"secret: "<redacted>""#) && shown.contains("alice"), "{shown}");
