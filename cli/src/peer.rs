@@ -60,6 +60,10 @@ pub struct Args {
     /// A file whose first line is --account's relay secret.
     #[arg(long, value_name = "FILE", requires = "relay")]
     pub secret_file: Option<PathBuf>,
+    /// Register this push endpoint (UnifiedPush) with the relay: it posts a content-free
+    /// wake-up there while this account has no live connection and messages wait.
+    #[arg(long, value_name = "URL", requires = "relay")]
+    pub push_endpoint: Option<String>,
 }
 
 /// The policies of the peer protocol's `--policy`.

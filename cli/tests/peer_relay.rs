@@ -2,7 +2,9 @@
 //! through the relay; bob's process is killed with SIGKILL; alice sends 20 messages; bob's
 //! process starts again on the same state directory, prints `resumed` and reads the 20 texts,
 //! decrypted, in order, once each, with no new key exchange; the relay then holds nothing.
-//! Then the relay itself is killed with SIGKILL while alice sends: nothing it accepted is lost.
+//! While bob is away the relay posts exactly one content-free wake-up to bob's push endpoint
+//! (a small HTTP server in the test). Then the relay itself is killed with SIGKILL while alice
+//! sends: nothing it accepted is lost.
 #![allow(clippy::unwrap_used)]
 
 use std::io::{BufRead, BufReader, Write};
@@ -45,6 +47,7 @@ fn start_relay(dir: &Path, listen: &str) -> Relay {
         .arg(dir)
         .args(ARGON2)
         .args(["--login-failure-delay-ms", "50", "--shutdown-grace", "2", "--log", "warn"])
+        .args(["--push-allow-private", "--push-window", "10"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -80,6 +83,64 @@ fn add_account(dir: &Path, name: &str) -> PathBuf {
     file
 }
 
+/// A UnifiedPush endpoint on 127.0.0.1: answers the discovery GET, records every POST body.
+struct PushEndpoint {
+    url: String,
+    posts: std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>,
+}
+
+impl PushEndpoint {
+    fn start() -> Self {
+        use std::io::Read as _;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/up/bob", listener.local_addr().unwrap());
+        let posts = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = posts.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                // The head, then Content-Length bytes of body; bounded by the timeout.
+                let head_end = loop {
+                    if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break Some(i + 4);
+                    }
+                    match stream.read(&mut chunk) {
+                        Ok(0) | Err(_) => break None,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                };
+                let Some(head_end) = head_end else { continue };
+                let head = String::from_utf8_lossy(&buf[..head_end]).to_lowercase();
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .map_or(0, |v| v.trim().parse().unwrap_or(0));
+                while buf.len() < head_end + len {
+                    match stream.read(&mut chunk) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let answer: &[u8] = if head.starts_with("get") {
+                    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 29\r\nconnection: close\r\n\r\n{\"unifiedpush\":{\"version\":1}}"
+                } else {
+                    seen.lock().unwrap().push(buf[head_end..].to_vec());
+                    b"HTTP/1.1 201 Created\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                };
+                let _ = stream.write_all(answer);
+            }
+        });
+        Self { url, posts }
+    }
+
+    fn posts(&self) -> Vec<Vec<u8>> {
+        self.posts.lock().unwrap().clone()
+    }
+}
+
 struct Peer {
     child: Child,
     stdin: ChildStdin,
@@ -88,10 +149,22 @@ struct Peer {
 
 impl Peer {
     fn start(relay: &Relay, account: &str, peer: &str, secret: &Path, state: &Path) -> Self {
+        Self::start_with(relay, account, peer, secret, state, &[])
+    }
+
+    fn start_with(
+        relay: &Relay,
+        account: &str,
+        peer: &str,
+        secret: &Path,
+        state: &Path,
+        extra: &[&str],
+    ) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_otr"))
             .args(["peer", "--account", account, "--peer", peer, "--policy", "always"])
             .args(["--relay", &relay.addr, "--pin", &relay.pin, "--secret-file"])
             .arg(secret)
+            .args(extra)
             .arg("--state-dir")
             .arg(state)
             .env("OTR_PASSPHRASE", "test passphrase")
@@ -174,8 +247,10 @@ fn bob_killed_and_restarted_reads_what_alice_sent_meanwhile_and_the_relay_loses_
     let mut relay = start_relay(&data, "127.0.0.1:0");
     let (alice_state, bob_state) = (tmp.path().join("alice"), tmp.path().join("bob"));
 
+    let push = PushEndpoint::start();
+    let bob_push = ["--push-endpoint", push.url.as_str()];
     let mut alice = Peer::start(&relay, "alice", "bob", &alice_secret, &alice_state);
-    let bob = Peer::start(&relay, "bob", "alice", &bob_secret, &bob_state);
+    let bob = Peer::start_with(&relay, "bob", "alice", &bob_secret, &bob_state, &bob_push);
     alice.until("online");
     bob.until("online");
     alice.send("query");
@@ -189,11 +264,21 @@ fn bob_killed_and_restarted_reads_what_alice_sent_meanwhile_and_the_relay_loses_
     let mut bob = bob;
     bob.child.kill().unwrap();
     bob.child.wait().unwrap();
+    assert!(push.posts().is_empty(), "a wake-up while bob was online");
     for i in 0..20 {
         alice.send(&format!("send {}", b64(&format!("message {i}"))));
     }
+    // One wake-up for the 20 (one coalescing window), and nothing in it but the fixed body.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while push.posts().is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let posts = push.posts();
+    assert_eq!(posts.len(), 1, "wake-ups: {posts:?}");
+    assert_eq!(posts[0], br#"{"otr-relay":"wake"}"#, "the wake-up carries something");
     // Bob comes back on the same state directory.
-    let bob = Peer::start(&relay, "bob", "alice", &bob_secret, &bob_state);
+    let bob = Peer::start_with(&relay, "bob", "alice", &bob_secret, &bob_state, &bob_push);
     let (resumed, _) = bob.until("resumed");
     assert!(resumed.ends_with(&ssid), "{resumed} / {secure}");
     for i in 0..20 {

@@ -160,6 +160,19 @@ struct ServeArgs {
     #[arg(long, default_value_t = 5, value_name = "SECS")]
     shutdown_grace: u64,
 
+    /// Send no push wake-ups (clients' push registrations are then refused).
+    #[arg(long)]
+    no_push: bool,
+
+    /// Allow push endpoints on private and loopback addresses and over plain http (for tests
+    /// and private networks only: a client could otherwise make the relay reach them).
+    #[arg(long)]
+    push_allow_private: bool,
+
+    /// At most one wake-up per device in this many seconds (later ones are merged into it).
+    #[arg(long, default_value_t = 10, value_name = "SECS")]
+    push_window: u64,
+
     #[command(flatten)]
     argon2: Argon2Args,
 }
@@ -288,6 +301,13 @@ fn serve(data_dir: PathBuf, a: ServeArgs) -> ExitCode {
     config.limits = limits;
     config.argon2 = a.argon2.into();
     config.cert_and_key = a.cert.zip(a.key);
+    if !a.no_push {
+        let mut push = otr_relay::push::PushConfig::default();
+        push.allow_private = a.push_allow_private;
+        push.allow_http = a.push_allow_private;
+        push.window = Duration::from_secs(a.push_window);
+        config.push = Some(push);
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {

@@ -54,6 +54,7 @@ use crate::accounts::{self, AccountError, Accounts, Argon2Params};
 use crate::proto::{
     self, ClientFrame, DEFAULT_DEVICE, ErrorCode, FrameError, PROTOCOL_VERSION, PushRegistration, ServerFrame,
 };
+use crate::push::{EndpointError, PushConfig, PushEndpoint, PushOutcome, PushReport, Pusher, VapidKey};
 use crate::store::{QueueLimits, Store, StoreError, unix_ms};
 use crate::tls::{CertFingerprint, ServerIdentity, TlsError};
 
@@ -197,6 +198,9 @@ pub struct ServerConfig {
     /// Called after a message is durably stored, with its recipient's devices that hold it
     /// and have no live connection (where push wake-ups plug in); `None` by default.
     pub on_stored: Option<StoredHook>,
+    /// Push wake-ups for devices without a live connection, with their policy; `None` (the
+    /// default for an embedded server) sends none and refuses registrations.
+    pub push: Option<PushConfig>,
 }
 
 /// A callback called after a message is durably stored for an account, with the account and
@@ -289,6 +293,7 @@ impl ServerConfig {
             argon2: Argon2Params::default(),
             observer: None,
             on_stored: None,
+            push: None,
         }
     }
 }
@@ -309,6 +314,9 @@ pub enum ServerError {
     /// The accounts file.
     #[error(transparent)]
     Accounts(#[from] AccountError),
+    /// The push sender could not start (its VAPID key in the data directory, or TLS).
+    #[error("push wake-ups: {0}")]
+    Push(String),
 }
 
 /// A bound server, ready to [`run`](Server::run).
@@ -357,6 +365,7 @@ struct State {
     connections: AtomicU64,
     observer: Option<Observer>,
     on_stored: Option<StoredHook>,
+    pusher: Option<Pusher>,
 }
 
 impl State {
@@ -377,6 +386,19 @@ impl State {
         tracing::debug!(account, offline = offline_devices.len(), "stored for devices without a connection");
         if let Some(h) = &self.on_stored {
             (h.0)(account, offline_devices);
+        }
+        let Some(pusher) = &self.pusher else { return };
+        let registrations = match self.store.push_registrations(account, offline_devices) {
+            Ok(r) => r,
+            Err(e) => return tracing::error!(error = %e, "cannot read push registrations"),
+        };
+        for (device, reg) in registrations {
+            // Never blocks: a full queue or a backed-off endpoint only skips this wake-up.
+            match push_endpoint(&reg).map(|endpoint| pusher.wake(account, &endpoint)) {
+                Ok(Ok(status)) => tracing::debug!(account, device, ?status, "wake-up"),
+                Ok(Err(e)) => tracing::warn!(account, device, error = %e, "wake-up not sent"),
+                Err(e) => tracing::warn!(account, device, error = %e, "stored push endpoint unusable"),
+            }
         }
     }
 }
@@ -403,6 +425,11 @@ impl Server {
         let accounts = Accounts::open(&config.data_dir, config.argon2)?;
         let listener = TcpListener::bind(config.listen).await?;
         let (shutdown_tx, shutdown) = watch::channel(false);
+        let (dropped_tx, dropped) = mpsc::unbounded_channel();
+        let pusher = match config.push {
+            Some(push) => Some(start_pusher(push, &config.data_dir, dropped_tx)?),
+            None => None,
+        };
         let state = Arc::new(State {
             throttle: Mutex::new(Throttle::new(&config.limits)),
             limits: config.limits,
@@ -420,7 +447,9 @@ impl Server {
             connections: AtomicU64::new(0),
             observer: config.observer,
             on_stored: config.on_stored,
+            pusher,
         });
+        tokio::spawn(forget_dropped_endpoints(Arc::downgrade(&state), dropped));
         Ok(Self { listener, state, fingerprint: identity.fingerprint(), shutdown_tx })
     }
 
@@ -991,6 +1020,26 @@ async fn register_push(state: &State, who: &Who, reg: Option<PushRegistration>) 
     if let Some(Err(why)) = reg.as_ref().map(PushRegistration::validate) {
         return error(ErrorCode::PushRefused, None, &format!("{why}; nothing was registered"));
     }
+    // With push on: the relay's own policy (no private addresses, https) and, for UnifiedPush,
+    // the discovery GET, so a client cannot aim the relay's POSTs at an arbitrary URL. With
+    // push off the registration is only kept (nothing is ever posted to it).
+    if let (Some(reg), Some(pusher)) = (&reg, &state.pusher) {
+        let checked = match push_endpoint(reg) {
+            Ok(endpoint) => match endpoint.check(pusher.config()) {
+                Ok(()) if endpoint.web_push_keys().is_some() => Ok(()),
+                Ok(()) => pusher.probe(&endpoint).await.map_err(|e| e.to_string()),
+                Err(why) => Err(why.to_string()),
+            },
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(why) = checked {
+            return error(
+                ErrorCode::PushRefused,
+                None,
+                &format!("push endpoint refused: {why}; nothing was registered"),
+            );
+        }
+    }
     match state.store.set_push(&who.account, &who.device, reg.as_ref()).await {
         Ok(()) => {
             tracing::debug!(registered = reg.is_some(), "push registration stored");
@@ -1161,5 +1210,69 @@ async fn sweeper(state: Arc<State>) {
                 Err(e) => tracing::error!(error = %e, "expiry sweep failed"),
             },
         }
+    }
+}
+
+/// The push sender of [`ServerConfig::push`], with the relay's VAPID key kept in the data
+/// directory (`vapid.key`, mode 0600; generated on first start). Endpoints that answer 404 or
+/// 410 are sent to `dropped` to be deleted.
+fn start_pusher(
+    config: PushConfig,
+    data_dir: &std::path::Path,
+    dropped: mpsc::UnboundedSender<(String, String)>,
+) -> Result<Pusher, ServerError> {
+    let path = data_dir.join("vapid.key");
+    let vapid = match std::fs::read(&path) {
+        Ok(bytes) => {
+            VapidKey::from_bytes(&bytes).map_err(|e| ServerError::Push(format!("{}: {e}", path.display())))?
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let key = VapidKey::generate().map_err(|e| ServerError::Push(e.to_string()))?;
+            use std::io::Write as _;
+            let mut file = crate::files::private().write(true).create_new(true).open(&path)?;
+            file.write_all(&key.to_bytes())?;
+            file.sync_all()?;
+            key
+        }
+        Err(e) => return Err(e.into()),
+    };
+    Pusher::new(config, vapid, move |report: PushReport| {
+        if let PushOutcome::Dropped(_) = report.outcome {
+            let _ = dropped.send((report.account, report.endpoint.url().to_owned()));
+        }
+    })
+    .map_err(|e| ServerError::Push(e.to_string()))
+}
+
+/// Deletes the registrations whose endpoint the push service said is gone (404, 410).
+async fn forget_dropped_endpoints(
+    state: std::sync::Weak<State>,
+    mut dropped: mpsc::UnboundedReceiver<(String, String)>,
+) {
+    while let Some((account, url)) = dropped.recv().await {
+        let Some(state) = state.upgrade() else { return };
+        let devices = match state.store.devices(&account) {
+            Ok(d) => d.into_iter().map(|d| d.device).collect::<Vec<_>>(),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read devices");
+                continue;
+            }
+        };
+        for (device, reg) in state.store.push_registrations(&account, &devices).unwrap_or_default() {
+            if reg.endpoint == url {
+                tracing::info!(account, device, "push endpoint gone (404/410); registration deleted");
+                if let Err(e) = state.store.set_push(&account, &device, None).await {
+                    tracing::error!(error = %e, "cannot delete a push registration");
+                }
+            }
+        }
+    }
+}
+
+/// A stored registration as the push sender's endpoint.
+fn push_endpoint(reg: &PushRegistration) -> Result<PushEndpoint, EndpointError> {
+    match (&reg.p256dh, &reg.auth) {
+        (Some(key), Some(auth)) => PushEndpoint::web_push(&reg.endpoint, key, auth),
+        _ => PushEndpoint::unified_push(&reg.endpoint),
     }
 }

@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use otr_relay_client::tokio_client::{Client, Inbox};
-use otr_relay_client::{ClientConfig, ClientError};
+use otr_relay_client::{ClientConfig, ClientError, PushRegistration};
 use rand_core::Rng;
 use tokio::sync::mpsc;
 
@@ -48,7 +48,12 @@ impl Relay {
             if secret.is_empty() {
                 return Err(format!("{} is empty; its first line must be the relay secret", path.display()));
             }
-            let config = ClientConfig::new(server, pin, &args.account, secret);
+            let mut config = ClientConfig::new(server, pin, &args.account, secret);
+            config.push = args.push_endpoint.as_ref().map(|url| PushRegistration {
+                endpoint: url.clone(),
+                p256dh: None,
+                auth: None,
+            });
             Ok(Self { config, peer: args.peer.clone() })
         };
         Some(make())
@@ -80,8 +85,9 @@ impl Relay {
     async fn serve(&self, peer: &mut Peer, lines: &mut mpsc::Receiver<String>) -> ExitCode {
         let mut delay = FIRST_DELAY_MS;
         let mut next_id = 1u64;
+        let mut config = self.config.clone();
         loop {
-            match Client::connect(self.config.clone()).await {
+            match Client::connect(config.clone()).await {
                 Ok((client, inbox)) => {
                     delay = FIRST_DELAY_MS;
                     peer.line(&format!("online {}", self.config.account));
@@ -97,6 +103,12 @@ impl Relay {
                 Err(e @ (ClientError::PinMismatch { .. } | ClientError::Login { .. })) => {
                     peer.line(&format!("error {}", one_line(&e.to_string())));
                     return ExitCode::from(1);
+                }
+                // The relay refused the push endpoint: say so, and go on without push.
+                Err(ClientError::PushRefused { message }) => {
+                    peer.line(&format!("error push endpoint refused: {}", one_line(&message)));
+                    config.push = None;
+                    continue;
                 }
                 Err(e) => peer.line(&format!("# cannot reach the relay: {}", one_line(&e.to_string()))),
             }

@@ -147,6 +147,11 @@ impl Pusher {
         Ok(Pusher { shared, queue })
     }
 
+    /// The policy this pusher was started with.
+    pub fn config(&self) -> &PushConfig {
+        &self.shared.config
+    }
+
     /// Wakes `account` through `endpoint`: never blocks, never waits for the network.
     ///
     /// At most one POST per account and endpoint per [`PushConfig::window`]; later wakes in
