@@ -7,14 +7,16 @@
 //! sends: nothing it accepted is lost.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc::{Receiver, channel};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
+use common::Peer;
 
 const ARGON2: [&str; 4] = ["--argon2-memory-kib", "64", "--argon2-iterations", "1"];
 
@@ -141,12 +143,6 @@ impl PushEndpoint {
     }
 }
 
-struct Peer {
-    child: Child,
-    stdin: ChildStdin,
-    lines: Receiver<String>,
-}
-
 impl Peer {
     fn start(relay: &Relay, account: &str, peer: &str, secret: &Path, state: &Path) -> Self {
         Self::start_with(relay, account, peer, secret, state, &[])
@@ -160,35 +156,15 @@ impl Peer {
         state: &Path,
         extra: &[&str],
     ) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_otr"))
-            .args(["peer", "--account", account, "--peer", peer, "--policy", "always"])
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_otr"));
+        cmd.args(["peer", "--account", account, "--peer", peer, "--policy", "always"])
             .args(["--relay", &relay.addr, "--pin", &relay.pin, "--secret-file"])
             .arg(secret)
             .args(extra)
             .arg("--state-dir")
             .arg(state)
-            .env("OTR_PASSPHRASE", "test passphrase")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let stdin = child.stdin.take().unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Self { child, stdin, lines }
-    }
-
-    fn send(&mut self, line: &str) {
-        writeln!(self.stdin, "{line}").unwrap();
-        self.stdin.flush().unwrap();
+            .env("OTR_PASSPHRASE", "test passphrase");
+        Self::spawn(cmd)
     }
 
     /// The next line starting with `prefix`; the lines before it are returned too.

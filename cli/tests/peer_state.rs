@@ -4,20 +4,15 @@
 //! exchange. A rolled-back snapshot is refused. Real processes, lines over stdio.
 #![allow(clippy::unwrap_used)]
 
-use std::io::{BufRead, BufReader, Write};
+mod common;
+
 use std::path::Path;
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc::{Receiver, channel};
+use std::process::Command;
 use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-
-struct Peer {
-    child: Child,
-    stdin: ChildStdin,
-    lines: Receiver<String>,
-}
+use common::Peer;
 
 impl Peer {
     fn start(account: &str, peer: &str, state: Option<&Path>) -> Self {
@@ -26,24 +21,7 @@ impl Peer {
         if let Some(dir) = state {
             cmd.arg("--state-dir").arg(dir).env("OTR_PASSPHRASE", "test passphrase");
         }
-        let mut child =
-            cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().unwrap();
-        let stdin = child.stdin.take().unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Self { child, stdin, lines }
-    }
-
-    fn send(&mut self, line: &str) {
-        writeln!(self.stdin, "{line}").unwrap();
-        self.stdin.flush().unwrap();
+        Self::spawn(cmd)
     }
 
     /// Lines until one starts with `prefix` (returned); the `net` lines seen on the way are
