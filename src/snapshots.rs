@@ -179,6 +179,24 @@ impl SnapshotDir {
         Ok(Some(Zeroizing::new(snapshot.to_vec())))
     }
 
+    /// Keeps the conversation of `account` with `peer` as it now is: saves `snapshot`, or,
+    /// with `None` (no private conversation any more), deletes the saved one.
+    ///
+    /// # Errors
+    /// As [`save`](Self::save) and [`remove`](Self::remove).
+    pub fn keep(
+        &self,
+        account: &str,
+        peer: &str,
+        snapshot: Option<&[u8]>,
+        rng: &mut (impl CryptoRng + ?Sized),
+    ) -> Result<(), SnapshotFileError> {
+        match snapshot {
+            Some(bytes) => self.save(account, peer, bytes, rng),
+            None => Ok(self.remove(account, peer)?),
+        }
+    }
+
     /// Deletes the snapshot of the conversation of `account` with `peer` (when it ended); its
     /// ledger stays, so an old copy of the snapshot is refused.
     ///

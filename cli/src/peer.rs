@@ -150,17 +150,10 @@ impl Peer {
     /// every message), or deletes it once there is none.
     fn persist(&mut self) {
         let Some(state) = &self.state else { return };
-        let result = if self.session.private_with().is_some() {
-            let snapshot = self.session.snapshot();
-            state
-                .snapshots
-                .save(&state.account, &state.peer, snapshot.as_bytes(), &mut self.rng)
-                .map_err(|e| e.to_string())
-        } else {
-            state.snapshots.remove(&state.account, &state.peer).map_err(|e| e.to_string())
-        };
-        if let Err(e) = result {
-            self.line(&format!("error cannot save the conversation: {}", one_line(&e)));
+        let snapshot = self.session.private_with().is_some().then(|| self.session.snapshot());
+        let bytes = snapshot.as_ref().map(otr::Snapshot::as_bytes);
+        if let Err(e) = state.snapshots.keep(&state.account, &state.peer, bytes, &mut self.rng) {
+            self.line(&format!("error cannot save the conversation: {}", one_line(&e.to_string())));
         }
     }
 

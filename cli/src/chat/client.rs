@@ -124,17 +124,15 @@ where
     /// is shown, and the conversation goes on in memory.
     fn persist(&mut self) {
         let Some(dir) = &self.snapshots else { return };
-        let account = self.contact.account.clone();
-        let result = if self.conv.session().private_with().is_some() {
-            match self.conv.snapshot() {
-                Ok(snapshot) => dir
-                    .save(&account, &self.peer, snapshot.as_bytes(), &mut otr::system_rng())
-                    .map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
-            }
-        } else {
-            dir.remove(&account, &self.peer).map_err(|e| e.to_string())
+        let snapshot = match self.conv.session().private_with() {
+            Some(_) => self.conv.snapshot().map(Some).map_err(|e| e.to_string()),
+            None => Ok(None),
         };
+        let result = snapshot.and_then(|snapshot| {
+            let bytes = snapshot.as_ref().map(otr::Snapshot::as_bytes);
+            dir.keep(&self.contact.account, &self.peer, bytes, &mut otr::system_rng())
+                .map_err(|e| e.to_string())
+        });
         if let Err(e) = result {
             self.show(format!("(the conversation could not be saved: {e})"));
         }
